@@ -1,0 +1,73 @@
+"""The HTTP front: streamable HTTP at `/mcp` plus `/healthz` and `/readyz`, in one Starlette app."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from master_mcp.server import MasterServer
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_security(master: MasterServer) -> TransportSecuritySettings:
+    """Host/Origin validation against DNS rebinding: loopback names, the bound host and the public base URL."""
+    settings = master.config.master
+    hosts = {*(f"{name}:*" for name in _LOOPBACK_NAMES), f"{settings.host}:*"}
+    origins = {*(f"http://{name}:*" for name in _LOOPBACK_NAMES)}
+    if settings.base_url:
+        parts = urlsplit(settings.base_url)
+        if parts.hostname:
+            hosts |= {parts.netloc, f"{parts.hostname}:*"}
+            origins.add(f"{parts.scheme}://{parts.netloc}")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=sorted(hosts), allowed_origins=sorted(origins)
+    )
+
+
+def create_app(master: MasterServer, *, stateless: bool = False, json_response: bool = False) -> Starlette:
+    manager = StreamableHTTPSessionManager(
+        app=master.lowlevel,
+        json_response=json_response,
+        stateless=stateless,
+        security_settings=transport_security(master),
+    )
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready, servers = master.readiness()
+        return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with master.running(), manager.run():
+            yield
+
+    return Starlette(
+        routes=[
+            Route(master.config.master.path, endpoint=StreamableHTTPASGIApp(manager)),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,263 @@
+"""One live connection to one backend: connect, initialize, discover, serve requests, reconnect.
+
+The session is opened once and reused by every call; a supervisor task owns it (anyio scopes must be
+entered and left by the same task) and brings it back with backoff when it drops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp.client.session import ClientSession, IncomingMessage
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from pydantic import TypeAdapter
+
+from master_mcp.backends.transports import open_transport
+from master_mcp.catalog import Listing
+from master_mcp.config.models import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+ListingSink = Callable[[str, "Listing | None"], None]
+
+_RAW: Final = TypeAdapter(dict[str, Any])
+_MAX_PAGES: Final = 1000
+_REFRESH_DEBOUNCE_S: Final = 0.05
+_BACKOFF_START_S: Final = 0.5
+_BACKOFF_MAX_S: Final = 30.0
+_CLIENT_INFO: Final = types.Implementation(name="master-mcp", version="0.1.0")
+_LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
+
+
+class BackendState(StrEnum):
+    PENDING = "pending"
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"
+    DISABLED = "disabled"
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot take the request now; the message names the server and why."""
+
+
+class _WatchedDispatcher(JSONRPCDispatcher[Any]):
+    """A dispatcher that says when its receive loop has ended (the peer hung up or the child died)."""
+
+    def __init__(self, read_stream: Any, write_stream: Any) -> None:
+        super().__init__(read_stream, write_stream)
+        self.ended = anyio.Event()
+
+    async def run(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().run(*args, **kwargs)
+        finally:
+            self.ended.set()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MCPError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename or exc}"
+    if isinstance(exc, httpx2.HTTPError):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+class BackendConnection:
+    def __init__(
+        self,
+        server: ServerConfig,
+        base_dir: Path,
+        *,
+        connect_timeout: float,
+        on_listing: ListingSink,
+        auth: httpx2.Auth | None = None,
+    ) -> None:
+        self.server = server
+        self.server_id = server.id
+        self._base_dir = base_dir
+        self._connect_timeout = server.connect_timeout_s or connect_timeout
+        self._on_listing = on_listing
+        self._auth = auth
+        self.state = BackendState.PENDING if server.enabled else BackendState.DISABLED
+        self.last_error: str | None = None
+        self.connects = 0
+        self.capabilities: types.ServerCapabilities | None = None
+        self.server_info: types.Implementation | None = None
+        self.first_attempt = anyio.Event()
+        self._session: ClientSession | None = None
+        self._refresh = anyio.Event()
+        self._stopping = False
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: Json | None,
+        *,
+        timeout_s: float | None = None,
+        progress: ProgressFnT | None = None,
+    ) -> Json:
+        """Send one request on the shared session and return the backend's raw result.
+
+        Raises `BackendUnavailable` when the backend is down, hangs up or times out, and `MCPError` with the
+        backend's own error when it answers with one.
+        """
+        session = self._session
+        if session is None:
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise BackendUnavailable(f"server {self.server_id!r} is {self.state.value}{reason}")
+        request = types.Request[dict[str, Any] | None, str](method=method, params=params)
+        timeout = timeout_s or self.server.timeout_s
+        try:
+            # A TypeAdapter of a raw dict keeps every field the backend sent, known to this SDK or not.
+            return await session.send_request(
+                request,
+                _RAW,  # type: ignore[type-var]
+                request_read_timeout_seconds=timeout,
+                progress_callback=progress,
+            )
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
+                raise BackendUnavailable(
+                    f"server {self.server_id!r} did not answer {method} within {timeout:g}s"
+                ) from None
+            if exc.code == types.CONNECTION_CLOSED:
+                raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
+            raise
+
+    async def notify(self, method: str, params: Json | None) -> None:
+        session = self._session
+        if session is not None:
+            notification = types.Notification[dict[str, Any] | None, str](method=method, params=params)
+            await session.send_notification(notification)  # type: ignore[arg-type]
+
+    # ---- supervision ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the backend connected until cancelled; each drop is retried with exponential backoff + jitter."""
+        if not self.server.enabled:
+            self.first_attempt.set()
+            return
+        backoff = _BACKOFF_START_S
+        while not self._stopping:
+            self.state = BackendState.CONNECTING
+            try:
+                await self._serve_once()
+                error = "connection closed"
+            except Exception as exc:
+                error = _describe(exc)
+            if self.state is BackendState.UP:
+                backoff = _BACKOFF_START_S
+            self._session = None
+            self.capabilities = None
+            self.state = BackendState.DOWN
+            self.last_error = error
+            self._on_listing(self.server_id, None)
+            self.first_attempt.set()
+            logger.warning("server %s is down: %s (retrying in %.1fs)", self.server_id, error, backoff)
+            await anyio.sleep(backoff * (0.8 + 0.4 * random.random()))
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _serve_once(self) -> None:
+        async with AsyncExitStack() as stack:
+            read, write = await stack.enter_async_context(open_transport(self.server, self._base_dir, self._auth))
+            dispatcher = _WatchedDispatcher(read, write)
+            session = await stack.enter_async_context(
+                ClientSession(dispatcher=dispatcher, message_handler=self._on_message, client_info=_CLIENT_INFO)
+            )
+            with anyio.fail_after(self._connect_timeout):
+                init = await session.initialize()
+                self.capabilities = init.capabilities
+                self.server_info = init.server_info
+                self._session = session
+                listing = await self._discover()
+            self.connects += 1
+            self.last_error = None
+            self.state = BackendState.UP
+            self._on_listing(self.server_id, listing)
+            self.first_attempt.set()
+            logger.info("server %s is up (%s)", self.server_id, init.server_info.name)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh_on_change)
+                await dispatcher.ended.wait()
+                tg.cancel_scope.cancel()
+
+    async def _discover(self) -> Listing:
+        caps = self.capabilities or types.ServerCapabilities()
+        listing = Listing()
+        if caps.tools is not None:
+            listing.tools = await self._list_all("tools/list", "tools")
+        if caps.resources is not None:
+            listing.resources = await self._list_all("resources/list", "resources")
+            listing.templates = await self._list_all("resources/templates/list", "resourceTemplates")
+        if caps.prompts is not None:
+            listing.prompts = await self._list_all("prompts/list", "prompts")
+        return listing
+
+    async def _list_all(self, method: str, key: str) -> list[Json]:
+        items: list[Json] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            page = await self.request(method, {"cursor": cursor} if cursor else None)
+            items.extend(item for item in page.get(key, []) if isinstance(item, dict))
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str) or cursor in seen:
+                break
+            seen.add(cursor)
+        return items
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, _LIST_CHANGED):
+            self._refresh.set()
+        elif isinstance(message, Exception):
+            logger.warning("server %s: transport error: %s", self.server_id, _describe(message))
+
+    async def _refresh_on_change(self) -> None:
+        while True:
+            await self._refresh.wait()
+            # A burst of list_changed notifications becomes one re-list.
+            await anyio.sleep(_REFRESH_DEBOUNCE_S)
+            self._refresh = anyio.Event()
+            try:
+                listing = await self._discover()
+            except (MCPError, BackendUnavailable) as exc:
+                logger.warning("server %s: re-listing after list_changed failed: %s", self.server_id, _describe(exc))
+                continue
+            self._on_listing(self.server_id, listing)
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def status(self) -> Json:
+        return {
+            "id": self.server_id,
+            "transport": self.server.type,
+            "state": self.state.value,
+            "connects": self.connects,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,47 @@
+"""Opening the wire to one backend: a stdio child, streamable HTTP, or SSE."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from master_mcp.config.models import ServerConfig
+
+# Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
+_HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
+def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParameters:
+    assert server.command is not None
+    cwd = Path(server.cwd) if server.cwd else base_dir
+    if not cwd.is_absolute():
+        cwd = base_dir / cwd
+    return StdioServerParameters(command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd)
+
+
+@asynccontextmanager
+async def open_transport(server: ServerConfig, base_dir: Path, auth: httpx2.Auth | None = None) -> AsyncIterator[Any]:
+    """Yield the (read, write) stream pair of a fresh connection to `server`."""
+    if server.type == "stdio":
+        async with stdio_client(stdio_parameters(server, base_dir), errlog=sys.stderr) as streams:
+            yield streams
+        return
+    url = server.endpoint_url
+    assert url is not None
+    if server.type == "sse":
+        async with sse_client(url, headers=dict(server.headers) or None, auth=auth) as streams:
+            yield streams
+        return
+    async with (
+        httpx2.AsyncClient(headers=dict(server.headers), timeout=_HTTP_TIMEOUT, auth=auth) as client,
+        streamable_http_client(url, http_client=client) as streams,
+    ):
+        yield streams

@@ -1,0 +1,134 @@
+"""`master-mcp`: serve (HTTP), stdio, check, tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from master_mcp.app import create_app, is_loopback
+from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
+from master_mcp.logs import setup_logging
+from master_mcp.server import MasterServer
+
+logger = logging.getLogger("master_mcp")
+
+
+def _load(path: str | None) -> MasterConfig:
+    config = load_config(Path(path) if path else default_config_path())
+    setup_logging(config.master.log_level, config.secrets)
+    return config
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = _load(args.config)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        master_settings = config.master.model_copy(update=overrides)
+        config = config.model_copy(update={"master": master_settings})
+    host, port = config.master.host, config.master.port
+    if not is_loopback(host):
+        if not args.allow_remote:
+            print(
+                f"error: refusing to serve on {host} without inbound auth; pass --allow-remote to do it anyway",
+                file=sys.stderr,
+            )
+            return 2
+        logger.warning("serving on %s with no inbound authentication: anyone who can reach it can use it", host)
+    master = MasterServer(config)
+    app = create_app(master, stateless=args.stateless, json_response=args.json_response)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    logger.info("serving MCP at http://%s:%d%s", host, port, config.master.path)
+    server.run()
+    return 0
+
+
+def cmd_stdio(args: argparse.Namespace) -> int:
+    master = MasterServer(_load(args.config))
+    anyio.run(master.run_stdio)
+    return 0
+
+
+async def _connected(config: MasterConfig) -> tuple[MasterServer, bool, list[dict[str, object]]]:
+    master = MasterServer(config)
+    async with master.running():
+        ready, servers = master.readiness()
+    return master, ready, servers
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _, ready, servers = anyio.run(_connected, config)
+    rows = [["server", "transport", "state", "tools", "resources", "templates", "prompts", "error"]]
+    for s in servers:
+        problems = [str(p) for p in s.get("problems") or []]  # type: ignore[attr-defined]
+        errors = ([str(s["last_error"])] if s.get("last_error") else []) + problems
+        error = "; ".join(errors)
+        counts = [str(s.get(k, "-")) for k in ("tools", "resources", "templates", "prompts")]
+        rows.append([str(s["id"]), str(s["transport"]), str(s["state"]), *counts, error])
+    print(_table(rows))
+    if not ready:
+        print("\nnot every enabled backend is up", file=sys.stderr)
+    return 0 if ready else 1
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    master, _, _ = anyio.run(_connected, config)
+    rows = [["tool", "server", "backend name", "title"]]
+    for entry in master.catalog.entries():
+        if entry.kind == "tool":
+            rows.append([entry.front_name, entry.server_id, entry.backend_name, entry.title or ""])
+    print(_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="master-mcp", description="One MCP endpoint in front of many MCP servers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    config_help = "servers.yaml to use (default: $MASTER_MCP_CONFIG, then ./servers.yaml)"
+
+    serve = sub.add_parser("serve", help="serve streamable HTTP (default http://127.0.0.1:8000/mcp)")
+    serve.add_argument("--config", help=config_help)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--stateless", action="store_true", help="no session state between requests")
+    serve.add_argument("--json-response", action="store_true", help="answer with JSON instead of SSE streams")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host without inbound auth")
+    serve.set_defaults(func=cmd_serve)
+
+    for name, func, text in (
+        ("stdio", cmd_stdio, "serve over stdio (what Claude Desktop runs)"),
+        ("check", cmd_check, "validate the config, connect every backend, print a table"),
+        ("tools", cmd_tools, "print the aggregated tool catalog"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--config", help=config_help)
+        command.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The `servers.yaml` schema: every key a user may write, and what each one must hold."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SERVER_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+FRONT_NAME_CHARS = re.compile(r"^[a-zA-Z0-9_-]*$")
+
+TransportType = Literal["stdio", "http", "sse", "local"]
+NamespacingMode = Literal["prefix", "conditional", "none"]
+
+# Keys that only make sense for some transports; anything else set on a server is a mistake
+# worth reporting rather than silently ignoring.
+_KEYS_BY_TYPE: dict[str, frozenset[str]] = {
+    "stdio": frozenset({"command", "args", "env", "cwd"}),
+    "http": frozenset({"url", "headers"}),
+    "sse": frozenset({"url", "headers"}),
+    "local": frozenset({"config", "headers"}),
+}
+_REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "stdio": ("command",),
+    "http": ("url",),
+    "sse": ("url",),
+    "local": ("config",),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Namespacing(_Strict):
+    mode: NamespacingMode = "prefix"
+    separator: str = "__"
+
+    @field_validator("separator")
+    @classmethod
+    def _separator_fits_names(cls, value: str) -> str:
+        if not value or not FRONT_NAME_CHARS.match(value):
+            raise ValueError(
+                "must be non-empty and use only letters, digits, '_' or '-'"
+                " (front names must match ^[a-zA-Z0-9_-]{1,64}$)"
+            )
+        return value
+
+
+class MasterSettings(_Strict):
+    name: str = "master-mcp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    path: str = "/mcp"
+    base_url: str | None = None
+    namespacing: Namespacing = Namespacing()
+    page_size: int = Field(default=1000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    connect_timeout_s: float = Field(default=15.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @property
+    def public_base_url(self) -> str:
+        return self.base_url or f"http://{self.host}:{self.port}"
+
+
+class LocalEndpoint(_Strict):
+    port: int = Field(ge=1, le=65535)
+    host: str = "127.0.0.1"
+    path: str = "/mcp"
+
+
+class ToolFilter(_Strict):
+    allow: list[str] = []
+    deny: list[str] = []
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _globs_are_sane(cls, globs: list[str]) -> list[str]:
+        for glob in globs:
+            if not glob or glob != glob.strip():
+                raise ValueError(f"bad glob {glob!r}: empty or surrounded by white space")
+            if glob.count("[") != glob.count("]"):
+                raise ValueError(f"bad glob {glob!r}: unbalanced '[' ']'")
+        return globs
+
+
+class ServerConfig(_Strict):
+    id: str
+    type: TransportType
+    command: str | None = None
+    args: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = {}
+    config: LocalEndpoint | None = None
+    prefix: str | None = None
+    tools: ToolFilter = ToolFilter()
+    timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    enabled: bool = True
+    auth_strategy: str = "bypass_auth"
+    auth_config: dict[str, Any] = {}
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_slug(cls, value: str) -> str:
+        if not SERVER_ID_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a valid id: use [a-z0-9][a-z0-9_-]*")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_fits_names(cls, value: str | None) -> str | None:
+        if value is not None and not FRONT_NAME_CHARS.match(value):
+            raise ValueError("use only letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_fit_type(self) -> ServerConfig:
+        missing = [key for key in _REQUIRED_BY_TYPE[self.type] if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"type {self.type!r} requires {', '.join(repr(k) for k in missing)}")
+        allowed = _KEYS_BY_TYPE[self.type]
+        foreign = sorted(
+            key
+            for keys in _KEYS_BY_TYPE.values()
+            for key in keys
+            if key not in allowed and key in self.model_fields_set
+        )
+        if foreign:
+            raise ValueError(
+                f"{', '.join(repr(k) for k in dict.fromkeys(foreign))} not allowed with type {self.type!r}"
+            )
+        return self
+
+    @property
+    def name_prefix(self) -> str:
+        return self.id if self.prefix is None else self.prefix
+
+    @property
+    def endpoint_url(self) -> str | None:
+        if self.type == "local" and self.config is not None:
+            return f"http://{self.config.host}:{self.config.port}{self.config.path}"
+        return self.url
+
+
+class MasterConfig(_Strict):
+    master: MasterSettings = MasterSettings()
+    servers: list[ServerConfig] = []
+    source: Path | None = Field(default=None, exclude=True)
+    # Values that must never reach a log line: whatever came from `env:VAR`, headers, child env, auth_config.
+    secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> MasterConfig:
+        seen: set[str] = set()
+        for server in self.servers:
+            if server.id in seen:
+                raise ValueError(f"duplicate server id {server.id!r}")
+            seen.add(server.id)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    def server(self, server_id: str) -> ServerConfig:
+        for server in self.servers:
+            if server.id == server_id:
+                return server
+        raise KeyError(server_id)

@@ -1,0 +1,64 @@
+"""Logging to stderr (stdout may carry JSON-RPC), with every known secret redacted from every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",\s]+")
+_TOKEN_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|code)=([^&\s\"']+)")
+MASK = "***"
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces known secret values and anything shaped like a credential before a record is written."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Very short values would mask ordinary words; they are not plausible secrets anyway.
+        self._secrets |= {s for s in secrets if len(s) >= 6}
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{MASK}", text)
+        return _TOKEN_PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            redacted = f"{redacted}\n{self.redact(formatted)}"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = redacted, None
+        return True
+
+
+REDACTOR = RedactingFilter()
+
+
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Send every log line to stderr, through the redactor; idempotent."""
+    REDACTOR.add(secrets)
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        if getattr(handler, "_master_mcp", False):
+            return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(REDACTOR)
+    handler._master_mcp = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # The HTTP client logs every request line at INFO, which is noise next to the master's own lines.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
