@@ -12,10 +12,13 @@ from typing import Any, Final
 
 import anyio
 import mcp_types as types
+from mcp.server.caching import CACHEABLE_METHODS, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, RequestHandler, Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from master_mcp.auth import LOCAL_PRINCIPAL, Delegate, MultiAuthManager, Principal
@@ -51,6 +54,13 @@ def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
     return page
 
 
+def _for_era(ctx: Ctx, result: Json) -> Json:
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
+        # A handshake-era backend's result (and any list) is complete by definition; 2026-07-28 must say so.
+        result["resultType"] = "complete"
+    return result
+
+
 class MasterServer:
     """One MCP server in front of every backend of a `MasterConfig`."""
 
@@ -67,6 +77,8 @@ class MasterServer:
             version=VERSION,
             instructions="Tools, resources and prompts of several MCP servers; names carry the server they come from.",
             get_tool_input_schema=self.catalog.tool_input_schema,
+            # Lists change whenever a backend's does, and may differ per principal: never fresh, never shared.
+            cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
         )
         handlers: list[tuple[str, type[BaseModel], RequestHandler[Any, Any]]] = [
             ("tools/list", types.PaginatedRequestParams, self._list_tools),
@@ -122,10 +134,8 @@ class MasterServer:
 
     async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
         backend = await self._backend(ctx, route.server_id)
-        progress = (
-            ctx.session.report_progress if ctx.meta is not None and ctx.meta.get("progressToken") is not None else None
-        )
-        return await backend.request(method, params, progress=progress)
+        progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
+        return _for_era(ctx, await backend.request(method, params, progress=progress))
 
     def _to_front(self, server_id: str) -> Any:
         return lambda uri: self.catalog.uri_to_front(server_id, uri)
@@ -133,16 +143,16 @@ class MasterServer:
     # ---- handlers ------------------------------------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
-        return _page(self.catalog.tools, params.cursor, self._page_size, "tools")
+        return _for_era(ctx, _page(self.catalog.tools, params.cursor, self._page_size, "tools"))
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
-        return _page(self.catalog.resources, params.cursor, self._page_size, "resources")
+        return _for_era(ctx, _page(self.catalog.resources, params.cursor, self._page_size, "resources"))
 
     async def _list_templates(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
-        return _page(self.catalog.templates, params.cursor, self._page_size, "resourceTemplates")
+        return _for_era(ctx, _page(self.catalog.templates, params.cursor, self._page_size, "resourceTemplates"))
 
     async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
-        return _page(self.catalog.prompts, params.cursor, self._page_size, "prompts")
+        return _for_era(ctx, _page(self.catalog.prompts, params.cursor, self._page_size, "prompts"))
 
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Json:
         route = self.catalog.resolve_tool(params.name)

@@ -146,6 +146,8 @@ class BackendConnection:
                     f"server {self.server_id!r} did not answer {method} within {timeout:g}s"
                 ) from None
             if exc.code == types.CONNECTION_CLOSED:
+                if self._session is session:
+                    self._mark_down("connection closed")
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
             raise
 
@@ -165,18 +167,15 @@ class BackendConnection:
         backoff = _BACKOFF_START_S
         while not self._stopping:
             self.state = BackendState.CONNECTING
+            connects = self.connects
             try:
                 await self._serve_once()
                 error = "connection closed"
             except Exception as exc:
                 error = _describe(exc)
-            if self.state is BackendState.UP:
-                backoff = _BACKOFF_START_S
-            self._session = None
-            self.capabilities = None
-            self.state = BackendState.DOWN
-            self.last_error = error
-            self._on_listing(self.server_id, None)
+            if self.connects > connects:
+                backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure, not a crash loop
+            self._mark_down(error)
             self.first_attempt.set()
             logger.warning("server %s is down: %s (retrying in %.1fs)", self.server_id, error, backoff)
             await anyio.sleep(backoff * (0.8 + 0.4 * random.random()))
@@ -205,6 +204,8 @@ class BackendConnection:
                 tg.start_soon(self._refresh_on_change)
                 await dispatcher.ended.wait()
                 tg.cancel_scope.cancel()
+            # Closing the transport can take a moment (a child is given time to exit); calls must not wait on it.
+            self._mark_down("connection closed")
 
     async def _discover(self) -> Listing:
         caps = self.capabilities or types.ServerCapabilities()
@@ -249,6 +250,15 @@ class BackendConnection:
                 logger.warning("server %s: re-listing after list_changed failed: %s", self.server_id, _describe(exc))
                 continue
             self._on_listing(self.server_id, listing)
+
+    def _mark_down(self, error: str) -> None:
+        if self.state is BackendState.DOWN:
+            return
+        self._session = None
+        self.capabilities = None
+        self.state = BackendState.DOWN
+        self.last_error = error
+        self._on_listing(self.server_id, None)
 
     def stop(self) -> None:
         self._stopping = True

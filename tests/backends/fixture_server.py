@@ -1,0 +1,152 @@
+"""Test backend: one MCPServer with everything the master must relay, over stdio or `--http PORT`.
+
+`--name` changes the server name, `--extra-tools N` adds N trivial tools. The `request_counts` tool reports
+how many requests of each method this process has served, so tests can see what the master sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import (
+    Completion,
+    EmbeddedResource,
+    ResourceLink,
+    SetLevelRequestParams,
+    TextResourceContents,
+)
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--name", default="fixture")
+parser.add_argument("--http", type=int, default=0)
+parser.add_argument("--extra-tools", type=int, default=0)
+ARGS = parser.parse_args()
+
+COUNTS: Counter[str] = Counter()
+
+
+async def count_requests(ctx: Any, call_next: Any) -> Any:
+    if ctx.request_id is not None:
+        COUNTS[ctx.method] += 1
+    return await call_next(ctx)
+
+
+mcp = MCPServer(ARGS.name, log_level="WARNING", middleware=[count_requests])
+
+
+LOG_LEVEL = {"level": "info"}
+
+
+async def set_level(ctx: Any, params: SetLevelRequestParams) -> dict[str, Any]:
+    LOG_LEVEL["level"] = params.level
+    return {}
+
+
+# MCPServer has no public hook for the (deprecated) logging capability; the low-level server does.
+mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+
+
+@mcp.tool(description="Echo the text back.")
+def echo(text: str) -> str:
+    return text
+
+
+@mcp.tool(description="Add two integers.")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@mcp.tool(description="Same name as a tool of other fixture servers.")
+def search(query: str) -> str:
+    return f"{ARGS.name}:{query}"
+
+
+@mcp.tool(description="Fail on purpose.")
+def fail(reason: str = "requested") -> str:
+    raise ToolError(f"failed: {reason}")
+
+
+@mcp.tool(description="Sleep, then answer.")
+async def slow(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@mcp.tool(description="Report progress three times.")
+async def progress(ctx: Context) -> str:
+    for step in range(1, 4):
+        await ctx.report_progress(step, 3, f"step {step}")
+    return "done"
+
+
+@mcp.tool(description="Return a resource link and an embedded resource.")
+def links() -> list[Any]:
+    return [
+        ResourceLink(type="resource_link", uri="fixture://static", name="static"),
+        EmbeddedResource(type="resource", resource=TextResourceContents(uri="fixture://item/7", text="item 7")),
+    ]
+
+
+@mcp.tool(description="Show the _meta this backend received.")
+def show_meta(ctx: Context) -> str:
+    meta = ctx.request_context.meta
+    return json.dumps(dict(meta) if meta else {}, sort_keys=True, default=str)
+
+
+@mcp.tool(description="How many requests of each method this backend has served.")
+def request_counts() -> str:
+    return json.dumps(COUNTS, sort_keys=True)
+
+
+@mcp.tool(description="Exit the process at once (a crash).")
+def crash() -> str:
+    sys.stdout.flush()
+    import os
+
+    os._exit(3)
+
+
+def _make_extra(index: int) -> Any:
+    def extra(value: int = 0) -> str:
+        return f"extra {index}: {value}"
+
+    return extra
+
+
+for number in range(ARGS.extra_tools):
+    mcp.add_tool(_make_extra(number), name=f"extra_{number}", description=f"Extra tool {number}.")
+
+
+@mcp.resource("fixture://static", description="A static resource.")
+def static() -> str:
+    return f"static text from {ARGS.name}"
+
+
+@mcp.resource("fixture://item/{item_id}", description="A templated resource.")
+def item(item_id: str) -> str:
+    return f"item {item_id} from {ARGS.name}"
+
+
+@mcp.prompt(description="A prompt with an argument.")
+def greet(name: str) -> str:
+    return f"Hello, {name}! (from {ARGS.name})"
+
+
+@mcp.completion()
+async def complete(ref: Any, argument: Any, context: Any) -> Completion:
+    options = ["alice", "albert", "bob"] if argument.name == "name" else ["1", "2", "7"]
+    return Completion(values=[o for o in options if o.startswith(argument.value)])
+
+
+if __name__ == "__main__":
+    if ARGS.http:
+        mcp.run("streamable-http", host="127.0.0.1", port=ARGS.http)
+    else:
+        mcp.run()

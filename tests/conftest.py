@@ -1,0 +1,121 @@
+"""Shared test parts: real backend processes, a real master on an ephemeral loopback port, config builders."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import uvicorn
+import yaml
+
+from master_mcp.app import create_app
+from master_mcp.config import MasterConfig, parse_config
+from master_mcp.server import MasterServer
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+FIXTURE = str(TESTS / "backends" / "fixture_server.py")
+PAGED = str(TESTS / "backends" / "paged_server.py")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+class HttpBackend:
+    """A fixture backend process serving streamable HTTP on a loopback port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process = subprocess.Popen(
+            [sys.executable, FIXTURE, "--http", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def http_backend() -> Iterator[HttpBackend]:
+    backend = HttpBackend("--name", "remote")
+    yield backend
+    backend.stop()
+
+
+def stdio_server(server_id: str, *args: str, **extra: Any) -> dict[str, Any]:
+    return {"id": server_id, "type": "stdio", "command": sys.executable, "args": [FIXTURE, *args], **extra}
+
+
+def http_server(server_id: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"id": server_id, "type": "http", "url": url, **extra}
+
+
+def make_config(*servers: dict[str, Any], **master: Any) -> MasterConfig:
+    return parse_config({"master": master, "servers": list(servers)})
+
+
+def write_config(path: Path, *servers: dict[str, Any], **master: Any) -> Path:
+    path.write_text(yaml.safe_dump({"master": master, "servers": list(servers)}))
+    return path
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a condition that no event announces (process state seen from outside), bounded in time."""
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
+@asynccontextmanager
+async def serve_master(
+    config: MasterConfig, *, stateless: bool = False, json_response: bool = False
+) -> AsyncIterator[tuple[MasterServer, str]]:
+    """A real master (uvicorn, streamable HTTP) on an ephemeral loopback port; yields it and its /mcp URL."""
+    master = MasterServer(config)
+    app = create_app(master, stateless=stateless, json_response=json_response)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        await wait_until(lambda: server.started, timeout=30)
+        try:
+            yield master, f"http://127.0.0.1:{port}/mcp"
+        finally:
+            server.should_exit = True
+    sock.close()

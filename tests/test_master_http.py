@@ -1,0 +1,234 @@
+"""The master over streamable HTTP, in front of a stdio backend and an HTTP backend, in both protocol eras."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from tests.conftest import PAGED, HttpBackend, make_config, serve_master, stdio_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+ERAS = ["legacy", "2026-07-28"]
+
+
+def text(result: types.CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+@pytest.fixture
+def config(http_backend: HttpBackend) -> Any:
+    return make_config(
+        stdio_server("local"),
+        {"id": "remote", "type": "http", "url": http_backend.url},
+    )
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_tools_are_namespaced_and_calls_route(config: Any, mode: str) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode=mode) as client:
+        names = [tool.name for tool in (await client.list_tools()).tools]
+        assert {"local__search", "remote__search", "local__echo", "remote__add"} <= set(names)
+        assert text(await client.call_tool("local__search", {"query": "q"})) == "fixture:q"
+        assert text(await client.call_tool("remote__search", {"query": "q"})) == "remote:q"
+        assert text(await client.call_tool("remote__add", {"a": 2, "b": 3})) == "5"
+
+
+async def test_tool_definitions_pass_unchanged(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    async with Client(config.servers[1].url, mode="legacy") as direct:
+        original = {tool.name: tool for tool in (await direct.list_tools()).tools}
+    for name, tool in original.items():
+        front = tools[f"remote__{name}"]
+        assert front.model_dump(exclude={"name"}) == tool.model_dump(exclude={"name"})
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_resources_templates_prompts_completion(config: Any, mode: str) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode=mode) as client:
+        uris = {r.uri for r in (await client.list_resources()).resources}
+        assert uris == {"local+fixture://static", "remote+fixture://static"}
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert templates == {"local+fixture://item/{item_id}", "remote+fixture://item/{item_id}"}
+
+        static = await client.read_resource("remote+fixture://static")
+        assert static.contents[0].uri == "remote+fixture://static"
+        assert isinstance(static.contents[0], types.TextResourceContents)
+        assert static.contents[0].text == "static text from remote"
+        templated = await client.read_resource("local+fixture://item/42")
+        assert isinstance(templated.contents[0], types.TextResourceContents)
+        assert templated.contents[0].text == "item 42 from fixture"
+
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        assert prompts == {"local__greet", "remote__greet"}
+        prompt = await client.get_prompt("remote__greet", {"name": "Ada"})
+        assert isinstance(prompt.messages[0].content, types.TextContent)
+        assert prompt.messages[0].content.text == "Hello, Ada! (from remote)"
+
+        prompt_ref = types.PromptReference(type="ref/prompt", name="local__greet")
+        done = await client.complete(prompt_ref, {"name": "name", "value": "al"})
+        assert done.completion.values == ["alice", "albert"]
+        ref = types.ResourceTemplateReference(type="ref/resource", uri="remote+fixture://item/{item_id}")
+        done = await client.complete(ref, {"name": "item_id", "value": "7"})
+        assert done.completion.values == ["7"]
+
+
+async def test_resource_uris_inside_results_are_mapped(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        result = await client.call_tool("remote__links", {})
+        link, embedded = result.content
+        assert isinstance(link, types.ResourceLink) and link.uri == "remote+fixture://static"
+        assert isinstance(embedded, types.EmbeddedResource) and embedded.resource.uri == "remote+fixture://item/7"
+        # and the mapped URIs read back through the master
+        read = await client.read_resource(link.uri)
+        assert isinstance(read.contents[0], types.TextResourceContents)
+        assert read.contents[0].text == "static text from remote"
+
+
+async def test_ping_and_set_level(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        await client.send_ping()
+        await client.set_logging_level("warning")
+        counts = json.loads(text(await client.call_tool("local__request_counts", {})))
+        assert counts.get("logging/setLevel") == 1
+
+
+async def test_front_hop_meta_is_not_forwarded(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="2026-07-28") as client:
+        seen = json.loads(text(await client.call_tool("remote__show_meta", {}, meta={"trace": "abc"})))
+    assert seen == {"trace": "abc"}
+
+
+async def test_progress_reaches_the_caller(config: Any) -> None:
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total, message))
+
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        result = await client.call_tool("local__progress", {}, progress_callback=on_progress)
+    assert text(result) == "done"
+    assert updates == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+
+
+async def test_one_backend_session_and_no_listing_per_call() -> None:
+    backend = HttpBackend("--name", "counted")
+    try:
+        config = make_config({"id": "counted", "type": "http", "url": backend.url})
+        async with serve_master(config) as (_, url):
+            for mode in ERAS:
+                for _ in range(3):
+                    async with Client(url, mode=mode) as client:
+                        for n in range(5):
+                            await client.call_tool("counted__echo", {"text": str(n)})
+            async with Client(url, mode="legacy") as client:
+                counts = json.loads(text(await client.call_tool("counted__request_counts", {})))
+    finally:
+        backend.stop()
+    # Six front sessions and 30 calls: the backend saw one initialize, one discovery, and only the calls.
+    discovery = {"tools/list": 1, "resources/list": 1, "resources/templates/list": 1, "prompts/list": 1}
+    assert counts == {"initialize": 1, **discovery, "tools/call": 31}
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_unknown_names_are_named_in_the_error(config: Any, mode: str) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode=mode) as client:
+        with pytest.raises(MCPError, match="nope__tool"):
+            await client.call_tool("nope__tool", {})
+        with pytest.raises(MCPError, match="local__nothing"):
+            await client.get_prompt("local__nothing", {})
+        with pytest.raises(MCPError, match="zzz://missing"):
+            await client.read_resource("zzz://missing")
+
+
+async def test_backend_rejections_come_back_as_the_backend_said(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        bad_args = await client.call_tool("remote__add", {"a": "not a number"})
+        assert bad_args.is_error and "validation error" in text(bad_args).lower()
+        failed = await client.call_tool("local__fail", {"reason": "because"})
+        assert failed.is_error and "failed: because" in text(failed)
+        assert isinstance(failed.content, list)
+
+
+async def test_dead_backend_gives_an_error_result_naming_it() -> None:
+    config = make_config(stdio_server("alive"), {"id": "ghost", "type": "http", "url": "http://127.0.0.1:9/mcp"})
+    async with serve_master(config) as (master, url):
+        ready, servers = master.readiness()
+        assert not ready
+        ghost = next(s for s in servers if s["id"] == "ghost")
+        assert ghost["state"] == "down" and ghost["last_error"]
+        async with httpx2.AsyncClient() as http:
+            response = await http.get(url.replace("/mcp", "/readyz"))
+        assert response.status_code == 503
+        assert response.json()["servers"][1]["id"] == "ghost"
+        async with Client(url, mode="legacy") as client:
+            assert text(await client.call_tool("alive__echo", {"text": "still here"})) == "still here"
+
+
+async def test_backend_crash_mid_call_is_an_error_result_and_it_comes_back() -> None:
+    config = make_config(stdio_server("fragile"))
+    async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+        crashed = await client.call_tool("fragile__crash", {})
+        assert crashed.is_error and "fragile" in text(crashed)
+        fragile = master.pool.get("fragile")
+        await wait_until(lambda: fragile.connects == 2 and fragile.state.value == "up")
+        assert text(await client.call_tool("fragile__echo", {"text": "back"})) == "back"
+
+
+async def test_slow_backend_times_out_with_a_clear_error() -> None:
+    config = make_config(stdio_server("sloth", timeout_s=0.5), stdio_server("quick"))
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        slow = await client.call_tool("sloth__slow", {"seconds": 5})
+        assert slow.is_error and "sloth" in text(slow) and "0.5s" in text(slow)
+        assert text(await client.call_tool("quick__echo", {"text": "fine"})) == "fine"
+
+
+async def test_front_pages_large_lists_and_follows_backend_pages() -> None:
+    paged = {
+        "id": "paged",
+        "type": "stdio",
+        "command": sys.executable,
+        "args": [PAGED, "--tools", "25", "--page", "10"],
+    }
+    config = make_config(paged, stdio_server("many", "--extra-tools", "30"), page_size=16)
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        first = await client.list_tools()
+        assert len(first.tools) == 16 and first.next_cursor is not None
+        names = [t.name for t in first.tools]
+        cursor = first.next_cursor
+        while cursor is not None:
+            page = await client.list_tools(cursor=cursor)
+            names += [t.name for t in page.tools]
+            cursor = page.next_cursor
+        assert len(names) == len(set(names)) == 25 + 40
+        assert {f"paged__t{i}" for i in range(25)} <= set(names)
+        assert text(await client.call_tool("paged__t24", {})) == "called t24"
+        with pytest.raises(MCPError, match="cursor"):
+            await client.list_tools(cursor="bogus")
+
+
+async def test_host_and_origin_are_validated(config: Any) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with serve_master(config) as (_, url), httpx2.AsyncClient() as http:
+        evil_host = await http.post(url, json=body, headers={**headers, "host": "evil.example:80"})
+        assert evil_host.status_code in (400, 403, 421)
+        evil_origin = await http.post(url, json=body, headers={**headers, "origin": "http://evil.example"})
+        assert evil_origin.status_code in (400, 403)
+
+
+async def test_stateless_and_json_response_front(config: Any) -> None:
+    async with serve_master(config, stateless=True, json_response=True) as (_, url):
+        for mode in ERAS:
+            async with Client(url, mode=mode) as client:
+                assert text(await client.call_tool("remote__echo", {"text": mode})) == mode
