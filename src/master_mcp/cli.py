@@ -80,6 +80,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(_table(rows))
     if not ready:
         print("\nnot every enabled backend is up", file=sys.stderr)
+    if any(s.get("problems") for s in servers):
+        print("\nsome tools, prompts or resources cannot be served as configured (see error column)", file=sys.stderr)
+        return 1
     return 0 if ready else 1
 
 

@@ -98,10 +98,11 @@ class ServerConfig(_Strict):
     type: TransportType
     command: str | None = None
     args: list[str] = []
-    env: dict[str, str] = {}
+    # repr=False: these may hold credentials, and a model's repr ends up in tracebacks and debug logs.
+    env: dict[str, str] = Field(default={}, repr=False)
     cwd: str | None = None
     url: str | None = None
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = Field(default={}, repr=False)
     config: LocalEndpoint | None = None
     prefix: str | None = None
     tools: ToolFilter = ToolFilter()
@@ -109,7 +110,7 @@ class ServerConfig(_Strict):
     connect_timeout_s: float | None = Field(default=None, gt=0)
     enabled: bool = True
     auth_strategy: str = "bypass_auth"
-    auth_config: dict[str, Any] = {}
+    auth_config: dict[str, Any] = Field(default={}, repr=False)
 
     @field_validator("id")
     @classmethod
