@@ -31,6 +31,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains `marker` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,13 +64,13 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 class HttpBackend:
-    """A fixture backend process serving streamable HTTP on a loopback port."""
+    """A fixture backend process serving streamable HTTP (or, with `sse=True`, SSE) on a loopback port."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sse: bool = False) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.url = f"http://127.0.0.1:{self.port}/sse" if sse else f"http://127.0.0.1:{self.port}/mcp"
         self.process = subprocess.Popen(
-            [sys.executable, FIXTURE, "--http", str(self.port), *args],
+            [sys.executable, FIXTURE, "--sse" if sse else "--http", str(self.port), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

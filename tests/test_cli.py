@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import ROOT, free_port, stdio_server, wait_for_port, write_config
+from tests.conftest import ROOT, free_port, processes_with, stdio_server, wait_for_port, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +77,9 @@ def test_config_comes_from_the_environment(config_path: Path) -> None:
     assert result.returncode == 0 and "one__echo" in result.stdout
 
 
-def test_stdio_front_speaks_only_json_rpc_on_stdout(config_path: Path) -> None:
+def test_stdio_front_speaks_only_json_rpc_on_stdout(tmp_path: Path) -> None:
+    marker = f"child-of-{tmp_path.name}"
+    config_path = write_config(tmp_path / "servers.yaml", stdio_server("one", "--name", marker))
     messages = [
         {
             "jsonrpc": "2.0",
@@ -110,6 +112,7 @@ def test_stdio_front_speaks_only_json_rpc_on_stdout(config_path: Path) -> None:
     process.stdin.flush()
     first = json.loads(process.stdout.readline())
     assert first["id"] == 1 and first["result"]["serverInfo"]["name"] == "master-mcp"
+    assert len(processes_with(marker)) == 1
     process.stdin.write(json.dumps(messages[2]) + "\n")
     process.stdin.flush()
     second = json.loads(process.stdout.readline())
@@ -119,6 +122,7 @@ def test_stdio_front_speaks_only_json_rpc_on_stdout(config_path: Path) -> None:
     for line in stdout.splitlines():
         assert json.loads(line)["jsonrpc"] == "2.0"
     assert "server one is up" in stderr
+    assert processes_with(marker) == []  # the stdio child ended with the master
 
 
 async def test_stdio_front_with_the_sdk_client(config_path: Path) -> None:

@@ -232,3 +232,21 @@ async def test_stateless_and_json_response_front(config: Any) -> None:
         for mode in ERAS:
             async with Client(url, mode=mode) as client:
                 assert text(await client.call_tool("remote__echo", {"text": mode})) == mode
+
+
+async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
+    sse = HttpBackend("--name", "legacy-sse", sse=True)
+    try:
+        config = make_config(
+            {"id": "old", "type": "sse", "url": sse.url},
+            {"id": "near", "type": "local", "config": {"port": http_backend.port}},
+        )
+        async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+            assert master.readiness()[0]
+            assert text(await client.call_tool("old__search", {"query": "q"})) == "legacy-sse:q"
+            assert text(await client.call_tool("near__search", {"query": "q"})) == "remote:q"
+            read = await client.read_resource("old+fixture://item/5")
+            assert isinstance(read.contents[0], types.TextResourceContents)
+            assert read.contents[0].text == "item 5 from legacy-sse"
+    finally:
+        sse.stop()

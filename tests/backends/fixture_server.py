@@ -1,4 +1,4 @@
-"""Test backend: one MCPServer with everything the master must relay, over stdio or `--http PORT`.
+"""Test backend: one MCPServer with everything the master must relay, over stdio, `--http PORT` or `--sse PORT`.
 
 `--name` changes the server name, `--extra-tools N` adds N trivial tools. The `request_counts` tool reports
 how many requests of each method this process has served, so tests can see what the master sent.
@@ -26,6 +26,7 @@ from mcp_types import (
 parser = argparse.ArgumentParser()
 parser.add_argument("--name", default="fixture")
 parser.add_argument("--http", type=int, default=0)
+parser.add_argument("--sse", type=int, default=0)
 parser.add_argument("--extra-tools", type=int, default=0)
 ARGS = parser.parse_args()
 
@@ -148,5 +149,7 @@ async def complete(ref: Any, argument: Any, context: Any) -> Completion:
 if __name__ == "__main__":
     if ARGS.http:
         mcp.run("streamable-http", host="127.0.0.1", port=ARGS.http)
+    elif ARGS.sse:
+        mcp.run("sse", host="127.0.0.1", port=ARGS.sse)
     else:
         mcp.run()

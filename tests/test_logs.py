@@ -1,0 +1,69 @@
+"""No token, secret or Authorization value reaches a log line."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from master_mcp.logs import MASK, RedactingFilter
+from tests.conftest import HttpBackend, stdio_server, write_config
+
+SECRET = "sk-live-7f3a9c2e4b1d"
+
+
+def test_filter_masks_known_secrets_and_credential_shapes() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter([SECRET]))
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("header value %s", SECRET)
+        log.warning("Authorization: Bearer abc.def.ghi")
+        log.warning("sent {'authorization': 'Basic dXNlcjpwYXNz'}")
+        log.warning("redirect to /cb?code=AUTHCODE123&state=xyz and refresh_token=RT-999")
+        try:
+            raise ValueError(f"backend said no to {SECRET}")
+        except ValueError:
+            log.exception("failure")
+    finally:
+        log.removeHandler(handler)
+    out = stream.getvalue()
+    for leaked in (SECRET, "abc.def.ghi", "dXNlcjpwYXNz", "AUTHCODE123", "RT-999"):
+        assert leaked not in out
+    assert out.count(MASK) >= 6
+    assert "state=xyz" in out  # state is not a credential; the message stays readable
+
+
+def test_a_debug_run_never_prints_a_configured_secret(tmp_path: Path) -> None:
+    backend = HttpBackend("--name", "guarded")
+    try:
+        config = write_config(
+            tmp_path / "servers.yaml",
+            stdio_server("child", env={"CHILD_TOKEN": "env:THE_SECRET"}),
+            {"id": "remote", "type": "http", "url": backend.url, "headers": {"X-Api-Key": "env:THE_SECRET"}},
+            {
+                "id": "dead",
+                "type": "http",
+                "url": "http://127.0.0.1:9/mcp",
+                "headers": {"Authorization": "Bearer env-${THE_SECRET}"},
+            },
+            log_level="DEBUG",
+        )
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("master-mcp")), "check", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "THE_SECRET": SECRET},
+        )
+    finally:
+        backend.stop()
+    assert "remote" in result.stdout and "dead" in result.stdout
+    assert len(result.stderr) > 1000  # debug logging really ran
+    assert SECRET not in result.stdout + result.stderr
