@@ -21,11 +21,19 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from master_mcp.auth import LOCAL_PRINCIPAL, Delegate, MultiAuthManager, Principal
+from master_mcp.auth import AuthRefused, Delegate, MultiAuthManager, Principal
+from master_mcp.auth.inbound import current_principal
 from master_mcp.backends.connection import BackendConnection, BackendUnavailable
 from master_mcp.backends.pool import BackendPool
 from master_mcp.catalog import Catalog, Listing, Route
 from master_mcp.config import MasterConfig
+from master_mcp.delegation import (
+    AUTHORIZE_TOOL,
+    authorize_tool,
+    delegation_result,
+    url_elicitation,
+    wants_url_elicitation,
+)
 from master_mcp.relay import (
     Json,
     error_result,
@@ -61,6 +69,12 @@ def _for_era(ctx: Ctx, result: Json) -> Json:
     return result
 
 
+class NeedsAuthorization(Exception):
+    def __init__(self, delegate: Delegate) -> None:
+        super().__init__(f"server {delegate.server_id!r} needs authorization: {delegate.authorization_url}")
+        self.delegate = delegate
+
+
 class MasterServer:
     """One MCP server in front of every backend of a `MasterConfig`."""
 
@@ -68,10 +82,13 @@ class MasterServer:
         self.config = config
         enabled = [server for server in config.servers if server.enabled]
         self.catalog = Catalog(config.master.namespacing, enabled)
-        self.pool = BackendPool(config, on_listing=self._on_listing)
-        self.auth = auth or MultiAuthManager()
-        self.auth.configure(config)
         self._page_size = config.master.page_size
+        # Sessions waiting to hear that an authorization they were sent to has completed, by flow id.
+        self._waiting: dict[str, tuple[Any, bool]] = {}
+        # Backend tool names of per-user backends, to tell their own `authorize` tool from the master's.
+        self._listings: dict[str, set[Any]] = {}
+        self._delegated: set[str] = set()
+        self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = Server(
             config.master.name,
             version=VERSION,
@@ -97,14 +114,28 @@ class MasterServer:
     # ---- public API ----------------------------------------------------------------------------------------------
 
     def attach_auth_manager(self, auth: MultiAuthManager) -> None:
+        """Use `auth` (with its registered strategies) for every backend; call before the master runs."""
         auth.configure(self.config)
+        auth.on_authorized(self._authorized)
         self.auth = auth
+        self.pool = BackendPool(
+            self.config,
+            on_listing=self._on_listing,
+            per_principal=lambda sid: auth.strategy(sid).per_principal,
+            shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
+        )
+        self._delegated = {s.id for s in self.config.servers if s.enabled and auth.delegating(s.id) is not None}
+        for server_id in self._delegated:
+            self._on_listing(server_id, None)
 
     @asynccontextmanager
     async def running(self, *, wait_ready: bool = True) -> AsyncIterator[MasterServer]:
         """Connect the backends (in parallel) for as long as the context is open."""
-        async with self.pool.running(wait_ready=wait_ready):
-            yield self
+        try:
+            async with self.pool.running(wait_ready=wait_ready):
+                yield self
+        finally:
+            await self.auth.aclose()
 
     def initialization_options(self) -> Any:
         return self.lowlevel.create_initialization_options(NotificationOptions())
@@ -123,19 +154,31 @@ class MasterServer:
 
     # ---- the one path --------------------------------------------------------------------------------------------
 
-    def _principal(self, ctx: Ctx) -> Principal:
-        return LOCAL_PRINCIPAL
-
-    async def _backend(self, ctx: Ctx, server_id: str) -> BackendConnection:
-        decision = await self.auth.prepare(server_id, self._principal(ctx))
+    async def _backend(self, server_id: str, principal: Principal) -> BackendConnection:
+        """auth.prepare, then the pool: the connection (shared, or the principal's own) this call goes out on."""
+        try:
+            decision = await self.auth.prepare(server_id, principal)
+        except AuthRefused as exc:
+            raise BackendUnavailable(str(exc)) from None
         if isinstance(decision, Delegate):
-            raise BackendUnavailable(f"server {server_id!r} needs authorization: {decision.reason}")
-        return self.pool.get(server_id)
+            raise NeedsAuthorization(decision)
+        return await self.pool.session(server_id, principal.key, decision.auth)
 
     async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
-        backend = await self._backend(ctx, route.server_id)
+        backend = await self._backend(route.server_id, current_principal())
         progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
         return _for_era(ctx, await backend.request(method, params, progress=progress))
+
+    async def _forward_or_raise(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
+        """For requests with no error-result form: a backend that cannot answer is a JSON-RPC error naming it."""
+        try:
+            return await self._forward(ctx, route, method, params)
+        except BackendUnavailable as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        except NeedsAuthorization as needed:
+            delegate = needed.delegate
+            data = delegation_result(delegate)["structuredContent"]
+            raise MCPError(types.INVALID_REQUEST, str(needed), data=data) from None
 
     def _to_front(self, server_id: str) -> Any:
         return lambda uri: self.catalog.uri_to_front(server_id, uri)
@@ -159,29 +202,62 @@ class MasterServer:
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name!r}")
         try:
+            if route.server_id in self._delegated and route.name == AUTHORIZE_TOOL and self._synthetic(route):
+                await self._backend(route.server_id, current_principal())
+                return _for_era(ctx, {"content": [{"type": "text", "text": f"{route.server_id} is authorized."}]})
             result = await self._forward(ctx, route, "tools/call", forward_params(ctx.params, name=route.name))
         except BackendUnavailable as exc:
-            return error_result(str(exc))
+            return _for_era(ctx, error_result(str(exc)))
+        except NeedsAuthorization as needed:
+            return _for_era(ctx, self._delegation(ctx, needed.delegate))
         return map_tool_result(result, self._to_front(route.server_id))
+
+    def _synthetic(self, route: Route) -> bool:
+        tools = self._listings.get(route.server_id)
+        return tools is None or AUTHORIZE_TOOL not in tools
+
+    def _delegation(self, ctx: Ctx, delegate: Delegate) -> Json:
+        url_mode = ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS and wants_url_elicitation(
+            ctx.session.client_capabilities
+        )
+        self._waiting[delegate.flow_id] = (ctx.session, url_mode)
+        while len(self._waiting) > 1024:
+            self._waiting.pop(next(iter(self._waiting)))
+        if url_mode:
+            raise url_elicitation(delegate)
+        return delegation_result(delegate)
+
+    async def _authorized(self, principal: Principal, server_id: str, flow_id: str) -> None:
+        """After a callback stored a token: fresh session for that principal, then tell the waiting client."""
+        self.pool.close_principal(server_id, principal.key)
+        before = self.catalog.version
+        try:
+            await self._backend(server_id, principal)
+        except (BackendUnavailable, NeedsAuthorization) as exc:
+            logger.warning("server %s: first session after authorization failed: %s", server_id, exc)
+        session, url_mode = self._waiting.pop(flow_id, (None, False))
+        if session is None:
+            return
+        try:
+            if url_mode:
+                await session.send_elicit_complete(flow_id)
+            if self.catalog.version != before:
+                await session.send_tool_list_changed()
+        except Exception as exc:  # the client may be gone; that costs it the notice, nothing else
+            logger.info("could not notify the client that started flow for %s: %s", server_id, type(exc).__name__)
 
     async def _read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Json:
         route = self.catalog.resolve_resource(params.uri)
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {params.uri!r}", data={"uri": params.uri})
-        try:
-            result = await self._forward(ctx, route, "resources/read", forward_params(ctx.params, uri=route.name))
-        except BackendUnavailable as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        result = await self._forward_or_raise(ctx, route, "resources/read", forward_params(ctx.params, uri=route.name))
         return map_read_result(result, self._to_front(route.server_id))
 
     async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> Json:
         route = self.catalog.resolve_prompt(params.name)
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name!r}")
-        try:
-            result = await self._forward(ctx, route, "prompts/get", forward_params(ctx.params, name=route.name))
-        except BackendUnavailable as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        result = await self._forward_or_raise(ctx, route, "prompts/get", forward_params(ctx.params, name=route.name))
         return map_prompt_result(result, self._to_front(route.server_id))
 
     async def _complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> Json:
@@ -196,10 +272,9 @@ class MasterServer:
             what = f"resource {ref.uri!r}"
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown {what}")
-        try:
-            return await self._forward(ctx, route, "completion/complete", forward_params(ctx.params, ref=backend_ref))
-        except BackendUnavailable as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        return await self._forward_or_raise(
+            ctx, route, "completion/complete", forward_params(ctx.params, ref=backend_ref)
+        )
 
     async def _set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> Json:
         async def one(connection: BackendConnection) -> None:
@@ -217,7 +292,16 @@ class MasterServer:
     # ---- catalog upkeep ------------------------------------------------------------------------------------------
 
     def _on_listing(self, server_id: str, listing: Listing | None) -> None:
-        connection = self.pool.connections.get(server_id) if hasattr(self, "pool") else None
-        caps = connection.capabilities if connection is not None else None
-        self.catalog.set_capability(server_id, "resources", caps is not None and caps.resources is not None)
+        connection = self.pool.connections.get(server_id)
+        if connection is not None:
+            caps = connection.capabilities
+            self.catalog.set_capability(server_id, "resources", caps is not None and caps.resources is not None)
+        if server_id in self._delegated:
+            listing = listing or Listing()
+            names = {tool.get("name") for tool in listing.tools}
+            self._listings[server_id] = names
+            if AUTHORIZE_TOOL not in names:
+                listing = Listing(
+                    [*listing.tools, authorize_tool(server_id)], listing.resources, listing.templates, listing.prompts
+                )
         self.catalog.update(server_id, listing)

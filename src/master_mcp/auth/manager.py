@@ -1,52 +1,176 @@
-"""`MultiAuthManager`: one strategy per backend, chosen by `servers[].auth_strategy`."""
+"""`MultiAuthManager`: one strategy per backend (`servers[].auth_strategy`), the token store and the OAuth flows."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
-from master_mcp.auth.principal import Principal
-from master_mcp.auth.strategies import AuthStrategy, BypassAuth, Decision
+import httpx2
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
+from master_mcp.auth.flow import OAuthFlowController
+from master_mcp.auth.inbound import StaticTokenVerifier, principal_from
+from master_mcp.auth.oauth_client import http_client
+from master_mcp.auth.principal import LOCAL_PRINCIPAL, Principal
+from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore, TokenStore
+from master_mcp.auth.strategies import (
+    AuthStrategy,
+    BypassAuth,
+    Decision,
+    DelegateOAuth,
+    Delegating,
+    MasterOAuth,
+    ProxyOAuth,
+    StrategyContext,
+)
 from master_mcp.config import ConfigError, MasterConfig
+from master_mcp.config.loader import key_path
 
 
 class StrategyFactory(Protocol):
-    def __call__(self, server_id: str, config: dict[str, Any]) -> AuthStrategy: ...
+    def __call__(self, server_id: str, config: dict[str, Any], context: StrategyContext) -> AuthStrategy: ...
 
 
-_BUILTIN: dict[str, StrategyFactory] = {BypassAuth.name: BypassAuth}
+_BUILTIN: dict[str, StrategyFactory] = {
+    BypassAuth.name: BypassAuth,
+    MasterOAuth.name: MasterOAuth,
+    DelegateOAuth.name: DelegateOAuth,
+    ProxyOAuth.name: ProxyOAuth,
+}
+# Strategies whose credential travels as an HTTP header: a stdio child has no such thing.
+_HTTP_ONLY = frozenset({MasterOAuth.name, DelegateOAuth.name, ProxyOAuth.name})
+_STORING = frozenset({DelegateOAuth.name})
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class MultiAuthManager:
     def __init__(self) -> None:
         self._factories: dict[str, StrategyFactory] = dict(_BUILTIN)
+        self._requested: dict[str, tuple[str, dict[str, Any]]] = {}
         self._strategies: dict[str, AuthStrategy] = {}
+        self.store: TokenStore | None = None
+        self.flows: OAuthFlowController | None = None
+        self._http: httpx2.AsyncClient | None = None
+        self._verifier: StaticTokenVerifier | None = None
+        self._on_authorized: Callable[[Principal, str, str], Awaitable[None]] | None = None
+
+    # ---- registration --------------------------------------------------------------------------------------------
 
     def register_strategy(self, name: str, factory: StrategyFactory) -> None:
-        """Make a custom strategy class usable as `auth_strategy: <name>`."""
+        """Make a custom strategy usable as `auth_strategy: <name>` (and in `register_server_auth`)."""
         self._factories[name] = factory
 
     def register_server_auth(self, server_id: str, strategy: str, config: dict[str, Any] | None = None) -> None:
-        factory = self._factories.get(strategy)
-        if factory is None:
+        """Choose a strategy for a backend in code; it wins over `servers.yaml` when the manager is attached."""
+        if strategy not in self._factories:
             raise ValueError(f"unknown auth strategy {strategy!r} (available: {', '.join(sorted(self._factories))})")
-        self._strategies[server_id] = factory(server_id, dict(config or {}))
+        self._requested[server_id] = (strategy, dict(config or {}))
+
+    def on_authorized(self, callback: Callable[[Principal, str, str], Awaitable[None]]) -> None:
+        self._on_authorized = callback
+
+    # ---- building ------------------------------------------------------------------------------------------------
 
     def configure(self, config: MasterConfig) -> None:
-        """Register every configured server's strategy; a bad one is a `ConfigError` naming its key."""
+        """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path."""
+        choices = {s.id: (s.auth_strategy, dict(s.auth_config)) for s in config.servers} | self._requested
         problems: list[str] = []
-        for index, server in enumerate(config.servers):
-            if server.id in self._strategies:
-                continue  # registered in code (e.g. by an embedding application); that choice wins
-            try:
-                self.register_server_auth(server.id, server.auth_strategy, server.auth_config)
-            except ValueError as exc:
-                key = "auth_strategy" if server.auth_strategy not in self._factories else "auth_config"
-                problems.append(f"servers[{index}].{key}: {exc}")
+        index = {server.id: i for i, server in enumerate(config.servers)}
+        for server in config.servers:
+            name, _ = choices[server.id]
+            where = f"servers[{index[server.id]}]"
+            if name not in self._factories:
+                available = ", ".join(sorted(self._factories))
+                problems.append(f"{where}.auth_strategy: unknown auth strategy {name!r} (available: {available})")
+            elif name in _HTTP_ONLY and server.type == "stdio":
+                problems.append(
+                    f"{where}.auth_strategy: {name} sends credentials as HTTP headers, which a stdio child cannot"
+                    " carry; use an http, sse or local backend, or give the child its credential in `env`"
+                )
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
 
+        self.store = self._open_store(config, needed=any(choices[s.id][0] in _STORING for s in config.servers))
+        self._http = http_client()
+        settings = config.master
+        self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
+        self.flows = OAuthFlowController(
+            base_url=settings.public_base_url,
+            strategies=self.delegating,
+            identify=self.identify,
+            on_authorized=self._authorized,
+        )
+        for server in config.servers:
+            name, options = choices[server.id]
+            context = StrategyContext(server=server, store=self.store, flows=self.flows, http=self._http)
+            try:
+                self._strategies[server.id] = self._factories[name](server.id, options, context)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    loc = key_path(["auth_config", *error["loc"]]) if error["loc"] else "auth_config"
+                    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+                    problems.append(f"servers[{index[server.id]}].{loc}: {message.removeprefix('Value error, ')}")
+            except ValueError as exc:
+                problems.append(f"servers[{index[server.id]}].auth_config: {exc}")
+        if problems:
+            raise ConfigError(str(config.source or "<config>"), problems)
+
+    def _open_store(self, config: MasterConfig, *, needed: bool) -> TokenStore:
+        settings = config.master.store
+        persistent = needed and settings.type == "sqlite"
+        try:
+            key = key_from_environment(required=persistent)
+        except MasterKeyError as exc:
+            raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
+        blobs: BlobStore = MemoryBlobStore()
+        if persistent:
+            path = Path(settings.path)
+            blobs = SQLiteBlobStore(path if path.is_absolute() else config.base_dir / path)
+        return TokenStore(blobs, Sealer(key))
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self.store is not None:
+            await self.store.close()
+
+    # ---- use -----------------------------------------------------------------------------------------------------
+
     def strategy(self, server_id: str) -> AuthStrategy:
-        return self._strategies.setdefault(server_id, BypassAuth(server_id, {}))
+        return self._strategies[server_id]
+
+    def delegating(self, server_id: str) -> Delegating | None:
+        strategy = self._strategies.get(server_id)
+        return strategy if isinstance(strategy, DelegateOAuth) else None
 
     async def prepare(self, server_id: str, principal: Principal) -> Decision:
-        return await self.strategy(server_id).prepare(principal)
+        return await self._strategies[server_id].prepare(principal)
+
+    @property
+    def token_verifier(self) -> StaticTokenVerifier | None:
+        return self._verifier
+
+    async def identify(self, request: Request) -> Principal | None:
+        """The principal behind an HTTP request to the OAuth routes (bearer token, or the local user on loopback)."""
+        header = request.headers.get("authorization", "")
+        if self._verifier is not None:
+            if header[:7].lower() != "bearer ":
+                return None
+            access = await self._verifier.verify_token(header[7:])
+            return principal_from(access) if access is not None else None
+        client = request.client.host if request.client else None
+        return LOCAL_PRINCIPAL if _is_loopback(client) else None
+
+    async def _authorized(self, principal: Principal, server_id: str, flow_id: str) -> None:
+        if self._on_authorized is not None:
+            await self._on_authorized(principal, server_id, flow_id)

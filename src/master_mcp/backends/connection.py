@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from enum import StrEnum
@@ -94,9 +95,14 @@ class BackendConnection:
         connect_timeout: float,
         on_listing: ListingSink,
         auth: httpx2.Auth | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.server = server
         self.server_id = server.id
+        # A per-principal session is not brought back: the next call of that principal opens a new one.
+        self._reconnect = reconnect
+        self._scope: anyio.CancelScope | None = None
+        self.last_used = time.monotonic()
         self._base_dir = base_dir
         self._connect_timeout = server.connect_timeout_s or connect_timeout
         self._on_listing = on_listing
@@ -127,6 +133,7 @@ class BackendConnection:
         backend's own error when it answers with one.
         """
         session = self._session
+        self.last_used = time.monotonic()
         if session is None:
             reason = f": {self.last_error}" if self.last_error else ""
             raise BackendUnavailable(f"server {self.server_id!r} is {self.state.value}{reason}")
@@ -160,7 +167,14 @@ class BackendConnection:
     # ---- supervision ---------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Keep the backend connected until cancelled; each drop is retried with exponential backoff + jitter."""
+        """Keep the backend connected until closed; each drop is retried with exponential backoff + jitter."""
+        with anyio.CancelScope() as self._scope:
+            if not self._stopping:
+                await self._supervise()
+        self._mark_down(self.last_error or "closed")
+        self.first_attempt.set()
+
+    async def _supervise(self) -> None:
         if not self.server.enabled:
             self.first_attempt.set()
             return
@@ -177,6 +191,9 @@ class BackendConnection:
                 backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure, not a crash loop
             self._mark_down(error)
             self.first_attempt.set()
+            if not self._reconnect:
+                logger.info("server %s: session closed: %s", self.server_id, error)
+                return
             logger.warning("server %s is down: %s (retrying in %.1fs)", self.server_id, error, backoff)
             await anyio.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -252,7 +269,7 @@ class BackendConnection:
             self._on_listing(self.server_id, listing)
 
     def _mark_down(self, error: str) -> None:
-        if self.state is BackendState.DOWN:
+        if self.state in (BackendState.DOWN, BackendState.DISABLED):
             return
         self._session = None
         self.capabilities = None
@@ -262,6 +279,12 @@ class BackendConnection:
 
     def stop(self) -> None:
         self._stopping = True
+
+    def close(self) -> None:
+        """End this connection now (its transport closes, a child process exits)."""
+        self._stopping = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     def status(self) -> Json:
         return {

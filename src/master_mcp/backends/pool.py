@@ -1,49 +1,137 @@
-"""All backend connections of one master: started together, supervised, looked up by server id."""
+"""All backend connections of one master: the shared ones (started together, supervised) and the per-principal
+ones (opened on a principal's first call, bounded by an LRU and an idle timeout, never shared across principals)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
+import httpx2
 
-from master_mcp.backends.connection import BackendConnection, ListingSink
+from master_mcp.backends.connection import BackendConnection, BackendState, BackendUnavailable, ListingSink
 from master_mcp.config.models import MasterConfig
 
 logger = logging.getLogger(__name__)
 
+PrincipalKey = tuple[str, str]
+_REAP_EVERY_S = 30.0
+
 
 class BackendPool:
-    def __init__(self, config: MasterConfig, on_listing: ListingSink) -> None:
+    def __init__(
+        self,
+        config: MasterConfig,
+        on_listing: ListingSink,
+        *,
+        per_principal: Callable[[str], bool],
+        shared_auth: Callable[[str], httpx2.Auth | None],
+    ) -> None:
         self.config = config
+        self._on_listing = on_listing
+        self._per_principal_ids = {s.id for s in config.servers if per_principal(s.id)}
         self.connections: dict[str, BackendConnection] = {
-            server.id: BackendConnection(
-                server,
-                config.base_dir,
-                connect_timeout=config.master.connect_timeout_s,
-                on_listing=on_listing,
-            )
+            server.id: self._new(server.id, shared_auth(server.id), reconnect=True)
             for server in config.servers
+            if server.id not in self._per_principal_ids
         }
+        self._sessions: OrderedDict[tuple[str, PrincipalKey], BackendConnection] = OrderedDict()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def _new(self, server_id: str, auth: httpx2.Auth | None, *, reconnect: bool) -> BackendConnection:
+        server = self.config.server(server_id)
+        return BackendConnection(
+            server,
+            self.config.base_dir,
+            connect_timeout=self.config.master.connect_timeout_s,
+            on_listing=self._on_listing if reconnect else self._keep_listing,
+            auth=auth,
+            reconnect=reconnect,
+        )
+
+    def _keep_listing(self, server_id: str, listing: Any) -> None:
+        # One principal's session closing says nothing about the backend's catalog: keep the last one known.
+        if listing is not None:
+            self._on_listing(server_id, listing)
+
+    def is_per_principal(self, server_id: str) -> bool:
+        return server_id in self._per_principal_ids
 
     def get(self, server_id: str) -> BackendConnection:
         return self.connections[server_id]
 
+    async def session(self, server_id: str, principal: PrincipalKey, auth: httpx2.Auth | None) -> BackendConnection:
+        """The connection a call of `principal` to `server_id` uses: the shared one, or that principal's own."""
+        if server_id not in self._per_principal_ids:
+            return self.connections[server_id]
+        key = (server_id, principal)
+        connection = self._sessions.get(key)
+        if connection is not None and connection.state is BackendState.DOWN:
+            self._drop(key)
+            connection = None
+        if connection is None:
+            if self._tg is None:
+                raise BackendUnavailable(f"server {server_id!r}: the master is not running")
+            connection = self._sessions[key] = self._new(server_id, auth, reconnect=False)
+            self._tg.start_soon(connection.run, name=f"backend:{server_id}:session")
+            self._evict(server_id)
+        self._sessions.move_to_end(key)
+        await connection.first_attempt.wait()
+        if connection.state is not BackendState.UP:
+            self._drop(key)
+            raise BackendUnavailable(f"server {server_id!r} could not be reached: {connection.last_error}")
+        return connection
+
+    def close_principal(self, server_id: str, principal: PrincipalKey) -> None:
+        """Close one principal's session (its credential changed); the next call opens a fresh one."""
+        self._drop((server_id, principal))
+
+    def _drop(self, key: tuple[str, PrincipalKey]) -> None:
+        connection = self._sessions.pop(key, None)
+        if connection is not None:
+            connection.close()
+
+    def _evict(self, server_id: str) -> None:
+        limit = self.config.master.sessions.max_per_server
+        keys = [key for key in self._sessions if key[0] == server_id]
+        for key in keys[: max(0, len(keys) - limit)]:  # oldest first: the OrderedDict is kept in use order
+            logger.info("server %s: closing the least recently used principal session", server_id)
+            self._drop(key)
+
+    async def _reap_idle(self) -> None:
+        idle_s = self.config.master.sessions.idle_timeout_s
+        while True:
+            await anyio.sleep(min(_REAP_EVERY_S, idle_s))
+            now = time.monotonic()
+            for key, connection in list(self._sessions.items()):
+                if now - connection.last_used > idle_s:
+                    self._drop(key)
+
+    def sessions_of(self, server_id: str) -> int:
+        return sum(1 for key in self._sessions if key[0] == server_id)
+
     @asynccontextmanager
     async def running(self, *, wait_ready: bool = True) -> AsyncIterator[BackendPool]:
-        """Connect every backend in parallel; with `wait_ready`, return once each has had its first attempt."""
+        """Connect every shared backend in parallel; with `wait_ready`, return once each has had its first try."""
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             for connection in self.connections.values():
                 tg.start_soon(connection.run, name=f"backend:{connection.server_id}")
+            tg.start_soon(self._reap_idle, name="backend-sessions-reaper")
             if wait_ready:
                 await self.wait_first_attempts()
             try:
                 yield self
             finally:
-                for connection in self.connections.values():
-                    connection.stop()
+                self._tg = None
+                for connection in [*self.connections.values(), *self._sessions.values()]:
+                    connection.close()
+                self._sessions.clear()
                 tg.cancel_scope.cancel()
 
     async def wait_first_attempts(self) -> None:
@@ -52,4 +140,20 @@ class BackendPool:
                 tg.start_soon(connection.first_attempt.wait)
 
     def status(self) -> list[dict[str, Any]]:
-        return [connection.status() for connection in self.connections.values()]
+        rows = []
+        for server in self.config.servers:
+            if server.id in self.connections:
+                rows.append(self.connections[server.id].status())
+            else:
+                state = "per-principal" if server.enabled else "disabled"
+                rows.append(
+                    {
+                        "id": server.id,
+                        "transport": server.type,
+                        "state": state,
+                        "sessions": self.sessions_of(server.id),
+                        "connects": 0,
+                        "last_error": None,
+                    }
+                )
+        return rows

@@ -60,7 +60,7 @@ def _holds_secret(path: tuple[Any, ...]) -> bool:
     names = [p for p in path if isinstance(p, str)]
     if _SECRET_SECTIONS.intersection(names):
         return True
-    return "auth_config" in names and bool(_SECRET_NAME.search(names[-1]))
+    return bool(names) and bool(_SECRET_NAME.search(names[-1]))
 
 
 def resolve_secrets(

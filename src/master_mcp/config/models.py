@@ -49,6 +49,47 @@ class Namespacing(_Strict):
         return value
 
 
+class StaticToken(_Strict):
+    """One inbound bearer token (give it as `env:VAR`) and the subject it stands for."""
+
+    token: str = Field(repr=False, min_length=16)
+    subject: str = Field(min_length=1)
+    scopes: list[str] = []
+
+
+class InboundAuth(_Strict):
+    """Who may call the master: `local` (one user, loopback) or `static_tokens` (bearer tokens mapped to subjects)."""
+
+    mode: Literal["local", "static_tokens"] = "local"
+    tokens: list[StaticToken] = []
+    required_scopes: list[str] = []
+
+    @model_validator(mode="after")
+    def _tokens_fit_mode(self) -> InboundAuth:
+        if self.mode == "static_tokens" and not self.tokens:
+            raise ValueError("mode 'static_tokens' needs at least one entry in 'tokens'")
+        if self.mode == "local" and self.tokens:
+            raise ValueError("'tokens' are only used with mode 'static_tokens'")
+        subjects = [t.subject for t in self.tokens]
+        if len(subjects) != len(set(subjects)):
+            raise ValueError("each token needs its own subject")
+        return self
+
+
+class TokenStoreSettings(_Strict):
+    """Where per-user backend tokens live; `sqlite` (one file) survives restarts, `memory` does not."""
+
+    type: Literal["memory", "sqlite"] = "sqlite"
+    path: str = "master-mcp-tokens.db"
+
+
+class SessionSettings(_Strict):
+    """Bounds on per-principal backend sessions (one per user of a per-user backend)."""
+
+    max_per_server: int = Field(default=256, ge=1)
+    idle_timeout_s: float = Field(default=900.0, gt=0)
+
+
 class MasterSettings(_Strict):
     name: str = "master-mcp"
     host: str = "127.0.0.1"
@@ -59,6 +100,9 @@ class MasterSettings(_Strict):
     page_size: int = Field(default=1000, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     connect_timeout_s: float = Field(default=15.0, gt=0)
+    auth: InboundAuth = InboundAuth()
+    store: TokenStoreSettings = TokenStoreSettings()
+    sessions: SessionSettings = SessionSettings()
 
     @field_validator("path")
     @classmethod
