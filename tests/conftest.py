@@ -85,6 +85,23 @@ class HttpBackend:
             self.process.wait()
 
 
+class OAuthBackend:
+    """tests/backends/oauth_server.py: a test authorization server and the MCP backend it protects."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/mcp"
+        self.process = subprocess.Popen(
+            [sys.executable, str(TESTS / "backends" / "oauth_server.py"), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    stop = HttpBackend.stop
+
+
 @pytest.fixture(scope="session")
 def http_backend() -> Iterator[HttpBackend]:
     backend = HttpBackend("--name", "remote")
@@ -120,12 +137,15 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> No
 async def serve_master(
     config: MasterConfig, *, stateless: bool = False, json_response: bool = False
 ) -> AsyncIterator[tuple[MasterServer, str]]:
-    """A real master (uvicorn, streamable HTTP) on an ephemeral loopback port; yields it and its /mcp URL."""
-    master = MasterServer(config)
-    app = create_app(master, stateless=stateless, json_response=json_response)
+    """A real master (uvicorn, streamable HTTP) on an ephemeral loopback port; yields it and its /mcp URL.
+
+    `master.base_url` is set to the address it really listens on (OAuth redirect URIs depend on it)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    settings = config.master.model_copy(update={"base_url": f"http://127.0.0.1:{port}", "port": port})
+    master = MasterServer(config.model_copy(update={"master": settings}))
+    app = create_app(master, stateless=stateless, json_response=json_response)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from master_mcp.server import MasterServer
 
@@ -43,7 +48,19 @@ def transport_security(master: MasterServer) -> TransportSecuritySettings:
     )
 
 
+def protect(master: MasterServer, endpoint: ASGIApp) -> ASGIApp:
+    """With inbound tokens configured, `/mcp` answers 401 (or 403 for missing scopes) before any MCP is read."""
+    verifier = master.auth.token_verifier
+    if verifier is None:
+        return endpoint
+    required = list(master.config.master.auth.required_scopes)
+    guarded = RequireAuthMiddleware(endpoint, required)
+    return AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(verifier))
+
+
 def create_app(master: MasterServer, *, stateless: bool = False, json_response: bool = False) -> Starlette:
+    # Request lines of /oauth/callback carry authorization codes: no access log, whatever handlers exist.
+    logging.getLogger("uvicorn.access").disabled = True
     manager = StreamableHTTPSessionManager(
         app=master.lowlevel,
         json_response=json_response,
@@ -63,11 +80,13 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         async with master.running(), manager.run():
             yield
 
+    flows = master.auth.flows
     return Starlette(
         routes=[
-            Route(master.config.master.path, endpoint=StreamableHTTPASGIApp(manager)),
+            Route(master.config.master.path, endpoint=protect(master, StreamableHTTPASGIApp(manager))),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *(flows.routes if flows is not None else []),
         ],
         lifespan=lifespan,
     )

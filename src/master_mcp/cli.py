@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 
 from master_mcp.app import create_app, is_loopback
+from master_mcp.auth.crypto import new_key
 from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
 from master_mcp.logs import setup_logging
 from master_mcp.server import MasterServer
@@ -38,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         master_settings = config.master.model_copy(update=overrides)
         config = config.model_copy(update={"master": master_settings})
     host, port = config.master.host, config.master.port
-    if not is_loopback(host):
+    if not is_loopback(host) and config.master.auth.mode == "local":
         if not args.allow_remote:
             print(
                 f"error: refusing to serve on {host} without inbound auth; pass --allow-remote to do it anyway",
@@ -97,6 +98,11 @@ def cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    print(new_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="master-mcp", description="One MCP endpoint in front of many MCP servers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--json-response", action="store_true", help="answer with JSON instead of SSE streams")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host without inbound auth")
     serve.set_defaults(func=cmd_serve)
+
+    keygen = sub.add_parser("keygen", help="print a new MASTER_MCP_TOKEN_KEY for the token store")
+    keygen.set_defaults(func=cmd_keygen)
 
     for name, func, text in (
         ("stdio", cmd_stdio, "serve over stdio (what Claude Desktop runs)"),

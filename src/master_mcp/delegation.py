@@ -22,7 +22,10 @@ def authorize_tool(server_id: str) -> dict[str, Any]:
             f"Connect your account to {server_id}. Returns a link to open in a browser; once you have approved"
             f" access there, {server_id}'s own tools appear and work."
         ),
-        "inputSchema": {"type": "object", "properties": {}},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"force": {"type": "boolean", "description": "Authorize again even if already authorized."}},
+        },
     }
 
 

@@ -88,6 +88,8 @@ class MasterServer:
         # Backend tool names of per-user backends, to tell their own `authorize` tool from the master's.
         self._listings: dict[str, set[Any]] = {}
         self._delegated: set[str] = set()
+        self._per_principal: set[str] = set()
+        self._listed: set[str] = set()  # servers whose real catalog has been seen at least once
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = Server(
             config.master.name,
@@ -124,7 +126,9 @@ class MasterServer:
             per_principal=lambda sid: auth.strategy(sid).per_principal,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
         )
-        self._delegated = {s.id for s in self.config.servers if s.enabled and auth.delegating(s.id) is not None}
+        enabled = [s.id for s in self.config.servers if s.enabled]
+        self._delegated = {sid for sid in enabled if auth.delegating(sid) is not None}
+        self._per_principal = {sid for sid in enabled if auth.strategy(sid).per_principal}
         for server_id in self._delegated:
             self._on_listing(server_id, None)
 
@@ -186,31 +190,74 @@ class MasterServer:
     # ---- handlers ------------------------------------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
+        await self._discover_for(current_principal())
         return _for_era(ctx, _page(self.catalog.tools, params.cursor, self._page_size, "tools"))
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
+        await self._discover_for(current_principal())
         return _for_era(ctx, _page(self.catalog.resources, params.cursor, self._page_size, "resources"))
 
     async def _list_templates(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
+        await self._discover_for(current_principal())
         return _for_era(ctx, _page(self.catalog.templates, params.cursor, self._page_size, "resourceTemplates"))
 
     async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
+        await self._discover_for(current_principal())
         return _for_era(ctx, _page(self.catalog.prompts, params.cursor, self._page_size, "prompts"))
+
+    async def _discover_for(self, principal: Principal) -> None:
+        """Per-user backends list their catalog through a user's session: open this principal's, where no
+        catalog is known yet (once one is, every principal sees it; see README, "Per-user backends")."""
+        unlisted = [sid for sid in self._per_principal if sid not in self._listed]
+        if not unlisted:
+            return
+
+        async def attempt(server_id: str) -> None:
+            with anyio.move_on_after(self.config.master.connect_timeout_s):
+                try:
+                    await self._backend(server_id, principal)
+                except (BackendUnavailable, NeedsAuthorization) as exc:
+                    logger.debug("server %s: no catalog through this principal yet: %s", server_id, exc)
+
+        async with anyio.create_task_group() as tg:
+            for server_id in unlisted:
+                tg.start_soon(attempt, server_id)
 
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Json:
         route = self.catalog.resolve_tool(params.name)
+        if route is None and not self._per_principal <= self._listed:
+            await self._discover_for(current_principal())
+            route = self.catalog.resolve_tool(params.name)
+            # A per-user backend whose catalog nobody could list yet: say why, instead of "unknown".
+            route = route or self._unlisted_route(params.name)
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name!r}")
         try:
             if route.server_id in self._delegated and route.name == AUTHORIZE_TOOL and self._synthetic(route):
-                await self._backend(route.server_id, current_principal())
-                return _for_era(ctx, {"content": [{"type": "text", "text": f"{route.server_id} is authorized."}]})
+                return _for_era(ctx, await self._authorize(ctx, route.server_id, params.arguments or {}))
             result = await self._forward(ctx, route, "tools/call", forward_params(ctx.params, name=route.name))
         except BackendUnavailable as exc:
             return _for_era(ctx, error_result(str(exc)))
         except NeedsAuthorization as needed:
             return _for_era(ctx, self._delegation(ctx, needed.delegate))
         return map_tool_result(result, self._to_front(route.server_id))
+
+    async def _authorize(self, ctx: Ctx, server_id: str, arguments: dict[str, Any]) -> Json:
+        """The master's own `<prefix>__authorize` tool of a per-user backend."""
+        principal = current_principal()
+        strategy = self.auth.delegating(server_id)
+        if arguments.get("force") is True and strategy is not None:
+            raise NeedsAuthorization(await strategy.delegation(principal))
+        await self._backend(server_id, principal)
+        return {"content": [{"type": "text", "text": f"{server_id} is authorized."}]}
+
+    def _unlisted_route(self, front_name: str) -> Route | None:
+        separator = self.config.master.namespacing.separator
+        for server_id in self._per_principal - self._listed:
+            prefix = f"{self.config.server(server_id).name_prefix}{separator}"
+            if len(prefix) > len(separator) and front_name.startswith(prefix):
+                return Route(server_id, front_name.removeprefix(prefix))
+        return None
 
     def _synthetic(self, route: Route) -> bool:
         tools = self._listings.get(route.server_id)
@@ -296,6 +343,8 @@ class MasterServer:
         if connection is not None:
             caps = connection.capabilities
             self.catalog.set_capability(server_id, "resources", caps is not None and caps.resources is not None)
+        if listing is not None:
+            self._listed.add(server_id)
         if server_id in self._delegated:
             listing = listing or Listing()
             names = {tool.get("name") for tool in listing.tools}

@@ -101,6 +101,12 @@ def show_meta(ctx: Context) -> str:
     return json.dumps(dict(meta) if meta else {}, sort_keys=True, default=str)
 
 
+@mcp.tool(description="The Authorization header this call arrived with (HTTP transports).")
+def authorization_seen(ctx: Context) -> str:
+    headers = ctx.headers or {}
+    return headers.get("authorization") or "none"
+
+
 @mcp.tool(description="How many requests of each method this backend has served.")
 def request_counts() -> str:
     return json.dumps(COUNTS, sort_keys=True)

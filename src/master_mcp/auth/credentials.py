@@ -21,6 +21,9 @@ class CredentialSource(Protocol):
 class BearerAuth(httpx2.Auth):
     def __init__(self, source: CredentialSource) -> None:
         self.source = source
+        # Set once the backend refused the credential even after a refresh; the connection reads it to tell
+        # "your authorization is gone" apart from other failures.
+        self.rejected = False
 
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         token = await self.source.current()
@@ -28,12 +31,15 @@ class BearerAuth(httpx2.Auth):
             request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code != 401:
+            self.rejected = False
             return
         fresh = await self.source.refresh()
         if fresh is None or fresh == token:
+            self.rejected = True
             return
         request.headers["Authorization"] = f"Bearer {fresh}"
-        yield request
+        response = yield request
+        self.rejected = response.status_code == 401
 
 
 class StaticSource:

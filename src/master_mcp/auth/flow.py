@@ -88,7 +88,7 @@ class OAuthFlowController:
         self._strategies = strategies
         self._identify = identify
         self._on_authorized = on_authorized
-        self._store = store or MemoryFlowStore()
+        self.store = store or MemoryFlowStore()
         self._secure = self.base_url.startswith("https://")
         self._router = Router(
             routes=[
@@ -123,7 +123,7 @@ class OAuthFlowController:
 
     def begin(self, principal: Principal, server_id: str) -> tuple[str, str]:
         flow_id = secrets.token_urlsafe(24)
-        self._store.put_flow(flow_id, PendingFlow(principal, server_id))
+        self.store.put_flow(flow_id, PendingFlow(principal, server_id))
         query = urlencode({"server_id": server_id, "flow": flow_id})
         return flow_id, f"{self.base_url}{self._prefix}/authorize?{query}"
 
@@ -145,7 +145,7 @@ class OAuthFlowController:
             state = secrets.token_urlsafe(32)
             browser = request.cookies.get(COOKIE) or secrets.token_urlsafe(24)
             pending = PendingState(principal, server_id, verifier, _digest(browser), return_to, flow_id)
-            self._store.put_state(state, pending)
+            self.store.put_state(state, pending)
             location = await strategy.authorization_request(state, _challenge(verifier))
         except FlowError as exc:
             return self._fail(str(exc))
@@ -161,7 +161,7 @@ class OAuthFlowController:
         flow_id = request.query_params.get("flow")
         caller = await self._identify(request)
         if flow_id:
-            flow = self._store.take_flow(flow_id)
+            flow = self.store.take_flow(flow_id)
             if flow is None or flow.server_id != server_id:
                 raise FlowError("this authorization link is unknown, used already, or expired; ask for a new one")
             if caller is not None and caller.key != flow.principal.key:
@@ -176,7 +176,7 @@ class OAuthFlowController:
         state = params.get("state")
         if not state:
             return self._fail("the provider's answer has no state")
-        pending = self._store.take_state(state)
+        pending = self.store.take_state(state)
         if pending is None:
             return self._fail("unknown, used or expired state; start the authorization again")
         if _digest(request.cookies.get(COOKIE, "")) != pending.browser:
@@ -206,7 +206,7 @@ class OAuthFlowController:
         state, code = form.get("state"), form.get("code")
         if not isinstance(state, str) or not isinstance(code, str):
             return JSONResponse({"error": "invalid_request", "error_description": "state and code are required"}, 400)
-        pending = self._store.take_state(state)
+        pending = self.store.take_state(state)
         if pending is None:
             return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired state"}, 400)
         caller = await self._identify(request)
@@ -225,7 +225,8 @@ class OAuthFlowController:
         if not code:
             raise FlowError("the provider's answer has no code")
         try:
-            if iss is not None and iss != await strategy.issuer():
+            expected = await strategy.issuer()
+            if iss is not None and expected is not None and iss != expected:
                 raise FlowError("the answer came from an unexpected issuer")  # RFC 9207 mix-up defence
             token = await strategy.exchange_code(code, pending.code_verifier)
         except OAuthError as exc:

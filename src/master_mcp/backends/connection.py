@@ -152,6 +152,13 @@ class BackendConnection:
                 raise BackendUnavailable(
                     f"server {self.server_id!r} did not answer {method} within {timeout:g}s"
                 ) from None
+            if getattr(self._auth, "rejected", False):
+                # The credential is gone for good (refreshing it failed): this session cannot recover.
+                self.close()
+                raise BackendUnavailable(
+                    f"server {self.server_id!r} rejected the credential (HTTP 401) and it could not be refreshed;"
+                    " the next call will ask for authorization again"
+                ) from None
             if exc.code == types.CONNECTION_CLOSED:
                 if self._session is session:
                     self._mark_down("connection closed")

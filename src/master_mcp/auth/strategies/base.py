@@ -86,6 +86,10 @@ class AuthStrategy(Protocol):
 class Delegating(Protocol):
     """A strategy that runs the authorization-code flow (the flow controller drives it)."""
 
+    async def delegation(self, principal: Principal) -> Delegate:
+        """A new authorization flow for `principal`, whether or not a token is stored already."""
+        ...
+
     async def authorization_request(self, state: str, code_challenge: str) -> str:
         """The provider URL to send the browser to."""
         ...

@@ -103,9 +103,9 @@ class DelegateOAuth:
         if source is not None and source.token is not None:
             self._sources.move_to_end(key)
             return Forward(source.auth)
-        return await self._delegation(principal)
+        return await self.delegation(principal)
 
-    async def _delegation(self, principal: Principal) -> Delegate:
+    async def delegation(self, principal: Principal) -> Delegate:
         try:
             endpoints = await self.endpoints()
         except OAuthError as exc:
