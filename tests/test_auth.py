@@ -6,6 +6,7 @@ The whole delegate flow runs end to end with a real HTTP client following redire
 
 from __future__ import annotations
 
+import html
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from master_mcp.auth import LOCAL_PRINCIPAL
 from master_mcp.auth.crypto import new_key
 from master_mcp.auth.flow_state import MemoryFlowStore
 from master_mcp.config import ConfigError
@@ -297,7 +299,7 @@ async def until_callback(browser: httpx2.AsyncClient, link: str) -> str:
 
 def error_text(page: httpx2.Response) -> str:
     assert page.status_code == 400 and page.url.path == "/oauth/error"
-    return page.text
+    return html.unescape(page.text)
 
 
 async def test_missing_unknown_and_replayed_state(flow: tuple[MasterServer, str, Client]) -> None:
@@ -523,6 +525,28 @@ def test_auth_config_errors_name_the_key(oauth: OAuthBackend) -> None:
     assert "servers[0].auth_config.client_id: Field required" in problems
     assert "servers[0].auth_config.colour: unknown key" in problems
     assert "servers[0].auth_config.scopes:" in problems
+
+
+async def test_local_mode_answers_only_on_loopback(oauth: OAuthBackend) -> None:
+    # No network traffic here: the OAuth routes are called in-process, as a request from another machine
+    # would reach them (its address is a documentation address, TEST-NET-1).
+    master = MasterServer(make_config(delegated(oauth)))
+    assert master.auth.flows is not None
+    remote = httpx2.ASGITransport(app=master.auth.flows, client=("192.0.2.10", 50000))
+    async with httpx2.AsyncClient(transport=remote, base_url="http://127.0.0.1:8000") as browser:
+        _, link = master.auth.flows.begin(LOCAL_PRINCIPAL, "cloud")
+        page = await browser.get(link.removeprefix("http://127.0.0.1:8000"), follow_redirects=True)
+    assert "only on this machine" in page.text
+    await master.auth.aclose()
+
+
+async def test_scope_and_provider_parameters(flow: tuple[MasterServer, str, Client]) -> None:
+    _, _, client = flow
+    async with httpx2.AsyncClient() as browser:
+        to_as = await browser.get(await start(client) + "&scope=read+write")
+        assert "scope=read+write" in to_as.headers["location"]
+        wrong = await browser.get(await start(client) + "&provider=elsewhere", follow_redirects=True)
+        assert "does not use provider 'elsewhere'" in error_text(wrong)
 
 
 # ---- last: nothing secret was logged ----------------------------------------------------------------------------

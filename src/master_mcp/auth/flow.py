@@ -82,7 +82,10 @@ class OAuthFlowController:
         on_authorized: Authorized | None = None,
         store: FlowStore | None = None,
         prefix: str = "/oauth",
+        require_caller: bool = False,
     ) -> None:
+        """`require_caller`: every request must be identified by `identify` (local mode: loopback only), even
+        one carrying a flow id; otherwise a flow id alone stands for the principal it was issued to."""
         self.base_url = base_url.rstrip("/")
         self._prefix = prefix
         self._strategies = strategies
@@ -90,6 +93,7 @@ class OAuthFlowController:
         self._on_authorized = on_authorized
         self.store = store or MemoryFlowStore()
         self._secure = self.base_url.startswith("https://")
+        self._require_caller = require_caller
         self._router = Router(
             routes=[
                 Route(f"{prefix}/authorize", self.authorize, methods=["GET"]),
@@ -146,7 +150,11 @@ class OAuthFlowController:
             browser = request.cookies.get(COOKIE) or secrets.token_urlsafe(24)
             pending = PendingState(principal, server_id, verifier, _digest(browser), return_to, flow_id)
             self.store.put_state(state, pending)
-            location = await strategy.authorization_request(state, _challenge(verifier))
+            scope = request.query_params.get("scope")
+            provider = request.query_params.get("provider")
+            if provider is not None and provider != strategy.provider:
+                raise FlowError(f"server {server_id!r} does not use provider {provider!r}")
+            location = await strategy.authorization_request(state, _challenge(verifier), scope)
         except FlowError as exc:
             return self._fail(str(exc))
         except OAuthError as exc:
@@ -160,6 +168,8 @@ class OAuthFlowController:
     async def _who(self, request: Request, server_id: str) -> tuple[Principal, str]:
         flow_id = request.query_params.get("flow")
         caller = await self._identify(request)
+        if caller is None and self._require_caller:
+            raise FlowError("in single-user local mode the authorization routes answer only on this machine")
         if flow_id:
             flow = self.store.take_flow(flow_id)
             if flow is None or flow.server_id != server_id:

@@ -109,6 +109,7 @@ class MultiAuthManager:
             strategies=self.delegating,
             identify=self.identify,
             on_authorized=self._authorized,
+            require_caller=settings.auth.mode == "local",
         )
         for server in config.servers:
             name, options = choices[server.id]

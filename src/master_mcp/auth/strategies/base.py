@@ -90,7 +90,12 @@ class Delegating(Protocol):
         """A new authorization flow for `principal`, whether or not a token is stored already."""
         ...
 
-    async def authorization_request(self, state: str, code_challenge: str) -> str:
+    @property
+    def provider(self) -> str | None:
+        """The provider's configured name (`auth_config.provider`), if any."""
+        ...
+
+    async def authorization_request(self, state: str, code_challenge: str, scope: str | None = None) -> str:
         """The provider URL to send the browser to."""
         ...
 

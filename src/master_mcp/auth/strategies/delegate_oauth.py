@@ -163,7 +163,11 @@ class DelegateOAuth:
 
     # ---- Delegating ----------------------------------------------------------------------------------------------
 
-    async def authorization_request(self, state: str, code_challenge: str) -> str:
+    @property
+    def provider(self) -> str | None:
+        return self.config.provider
+
+    async def authorization_request(self, state: str, code_challenge: str, scope: str | None = None) -> str:
         endpoints = await self.endpoints()
         params = {
             "response_type": "code",
@@ -173,8 +177,8 @@ class DelegateOAuth:
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
         }
-        if self.config.scopes:
-            params["scope"] = " ".join(self.config.scopes)
+        if scope or self.config.scopes:
+            params["scope"] = scope or " ".join(self.config.scopes)
         if self.config.resource:
             params["resource"] = self.config.resource
         if self.config.audience:
