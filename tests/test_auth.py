@@ -381,30 +381,31 @@ async def test_error_page_escapes_what_it_echoes(flow: tuple[MasterServer, str, 
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text
 
 
-async def test_token_endpoint_down(oauth: OAuthBackend) -> None:
-    endpoints = {"authorization_endpoint": f"{oauth.base}/authorize", "token_endpoint": "http://127.0.0.1:9/token"}
+async def flow_error_with(oauth: OAuthBackend, **endpoints: str) -> str:
+    """Run one authorization against a master whose provider endpoints are given; return the error page text."""
     async with (
         serve_master(make_config(delegated(oauth, **endpoints))) as (_, url),
         Client(url, mode="legacy") as client,
+        httpx2.AsyncClient(follow_redirects=True) as browser,
     ):
-        async with httpx2.AsyncClient(follow_redirects=True) as browser:
-            page = await browser.get(await start(client))
-        assert "token endpoint unreachable" in error_text(page)
+        return error_text(await browser.get(await start(client)))
+
+
+async def test_token_endpoint_down(oauth: OAuthBackend) -> None:
+    page = await flow_error_with(
+        oauth, authorization_endpoint=f"{oauth.base}/authorize", token_endpoint="http://127.0.0.1:9/token"
+    )
+    assert "token endpoint unreachable" in page
 
 
 async def test_answer_from_another_issuer_is_refused(oauth: OAuthBackend) -> None:
-    endpoints = {
-        "authorization_endpoint": f"{oauth.base}/authorize",
-        "token_endpoint": f"{oauth.base}/token",
-        "issuer": "http://127.0.0.1:1/other-issuer",
-    }
-    async with (
-        serve_master(make_config(delegated(oauth, **endpoints))) as (_, url),
-        Client(url, mode="legacy") as client,
-    ):
-        async with httpx2.AsyncClient(follow_redirects=True) as browser:
-            page = await browser.get(await start(client))
-        assert "unexpected issuer" in error_text(page)
+    page = await flow_error_with(
+        oauth,
+        authorization_endpoint=f"{oauth.base}/authorize",
+        token_endpoint=f"{oauth.base}/token",
+        issuer="http://127.0.0.1:1/other-issuer",
+    )
+    assert "unexpected issuer" in page
 
 
 async def test_post_token_completes_a_caught_redirect(oauth: OAuthBackend, bearer_client: Any) -> None:
