@@ -11,11 +11,20 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, get_args
 
 import anyio
+import anyio.abc
 import mcp_types as types
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, RequestHandler, Server
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -34,6 +43,7 @@ from master_mcp.delegation import (
     url_elicitation,
     wants_url_elicitation,
 )
+from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
 from master_mcp.relay import (
     Json,
     error_result,
@@ -90,6 +100,10 @@ class MasterServer:
         self._delegated: set[str] = set()
         self._per_principal: set[str] = set()
         self._listed: set[str] = set()  # servers whose real catalog has been seen at least once
+        self.fronts = FrontSessions()
+        self.bus = InMemorySubscriptionBus()  # 2026-07-28 clients hear of changes through subscriptions/listen
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = Server(
             config.master.name,
@@ -109,9 +123,19 @@ class MasterServer:
             ("prompts/get", types.GetPromptRequestParams, self._get_prompt),
             ("completion/complete", types.CompleteRequestParams, self._complete),
             ("logging/setLevel", types.SetLevelRequestParams, self._set_level),
+            ("resources/subscribe", types.SubscribeRequestParams, self._subscribe),
+            ("resources/unsubscribe", types.UnsubscribeRequestParams, self._unsubscribe),
+            ("subscriptions/listen", types.SubscriptionsListenRequestParams, ListenHandler(self.bus)),
         ]
         for method, params_type, handler in handlers:
             self.lowlevel.add_request_handler(method, params_type, handler)
+        self.lowlevel.middleware.append(self._remember_front)
+
+    async def _remember_front(self, ctx: Ctx, call_next: Any) -> Any:
+        # Every session that has said anything can be told about changes, not only those that called a tool.
+        if ctx.request_id is not None and ctx.method != "initialize":
+            self.fronts.of(ctx, current_principal().key)
+        return await call_next(ctx)
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -123,6 +147,7 @@ class MasterServer:
         self.pool = BackendPool(
             self.config,
             on_listing=self._on_listing,
+            on_notification=self._on_backend_notification,
             per_principal=lambda sid: auth.strategy(sid).per_principal,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
         )
@@ -136,13 +161,19 @@ class MasterServer:
     async def running(self, *, wait_ready: bool = True) -> AsyncIterator[MasterServer]:
         """Connect the backends (in parallel) for as long as the context is open."""
         try:
-            async with self.pool.running(wait_ready=wait_ready):
-                yield self
+            async with anyio.create_task_group() as tg, self.pool.running(wait_ready=wait_ready):
+                self._tg = tg
+                try:
+                    yield self
+                finally:
+                    self._tg = None
+                    tg.cancel_scope.cancel()
         finally:
             await self.auth.aclose()
 
     def initialization_options(self) -> Any:
-        return self.lowlevel.create_initialization_options(NotificationOptions())
+        changes = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return self.lowlevel.create_initialization_options(changes)
 
     async def run_stdio(self) -> None:
         async with self.running(), stdio_server() as (read, write):
@@ -171,7 +202,9 @@ class MasterServer:
     async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
         backend = await self._backend(route.server_id, current_principal())
         progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
-        return _for_era(ctx, await backend.request(method, params, progress=progress))
+        principal = current_principal()
+        owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
+        return _for_era(ctx, await backend.request(method, params, progress=progress, owner=owner))
 
     async def _forward_or_raise(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
         """For requests with no error-result form: a backend that cannot answer is a JSON-RPC error naming it."""
@@ -324,9 +357,17 @@ class MasterServer:
         )
 
     async def _set_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> Json:
+        front = self.fronts.of(ctx, current_principal().key)
+        if front is not None:
+            front.log_level = params.level
+        # Backends are shared: they log at the most verbose level any session asked for; each session then
+        # receives only what its own level lets through.
+        levels = [f.log_level for f in self.fronts if f.log_level in LOG_LEVELS] or [params.level]
+        level = min(levels, key=LOG_LEVELS.index)
+
         async def one(connection: BackendConnection) -> None:
             try:
-                await connection.request("logging/setLevel", {"level": params.level})
+                await connection.request("logging/setLevel", {"level": level})
             except (BackendUnavailable, MCPError) as exc:
                 logger.warning("server %s: logging/setLevel failed: %s", connection.server_id, exc)
 
@@ -335,6 +376,97 @@ class MasterServer:
                 if connection.capabilities is not None and connection.capabilities.logging is not None:
                     tg.start_soon(one, connection)
         return {}
+
+    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> Json:
+        route = self.catalog.resolve_resource(params.uri)
+        if route is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {params.uri!r}", data={"uri": params.uri})
+        front = self.fronts.of(ctx, current_principal().key)
+        if front is None:
+            raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs a session that can receive notifications")
+        if params.uri not in front.subscriptions:
+            if self._backend_subscriptions.get(params.uri, 0) == 0:
+                await self._forward_or_raise(
+                    ctx, route, "resources/subscribe", forward_params(ctx.params, uri=route.name)
+                )
+            self._backend_subscriptions[params.uri] = self._backend_subscriptions.get(params.uri, 0) + 1
+            front.subscriptions.add(params.uri)
+            front.connection.exit_stack.push_async_callback(self._drop_subscription, front, params.uri)
+        return _for_era(ctx, {})
+
+    async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> Json:
+        front = self.fronts.of(ctx, current_principal().key)
+        if front is not None and params.uri in front.subscriptions:
+            await self._drop_subscription(front, params.uri)
+        return _for_era(ctx, {})
+
+    async def _drop_subscription(self, front: FrontSession, uri: str) -> None:
+        if uri not in front.subscriptions:
+            return
+        front.subscriptions.discard(uri)
+        remaining = self._backend_subscriptions.get(uri, 1) - 1
+        if remaining > 0:
+            self._backend_subscriptions[uri] = remaining
+            return
+        self._backend_subscriptions.pop(uri, None)
+        route = self.catalog.resolve_resource(uri)
+        if route is None:
+            return
+        with anyio.move_on_after(5):
+            try:
+                backend = await self._backend(route.server_id, Principal(*front.principal))
+                await backend.request("resources/unsubscribe", {"uri": route.name})
+            except (BackendUnavailable, NeedsAuthorization, MCPError) as exc:
+                logger.debug("server %s: unsubscribe failed: %s", route.server_id, exc)
+
+    # ---- what backends send on their own -------------------------------------------------------------------------
+
+    async def _on_backend_notification(self, server_id: str, note: types.ServerNotification, owner: object) -> None:
+        if isinstance(note, types.ResourceUpdatedNotification):
+            uri = self.catalog.uri_to_front(server_id, str(note.params.uri))
+            for front in self.fronts.subscribers(uri):
+                await front.notify("notifications/resources/updated", {"uri": uri})
+            await self.bus.publish(ResourceUpdated(uri))
+        elif isinstance(note, types.LoggingMessageNotification):
+            await self._relay_log(server_id, note, owner)
+
+    async def _relay_log(self, server_id: str, note: types.LoggingMessageNotification, owner: object) -> None:
+        """A backend's log line goes to the session whose call it was made during, and to no one else."""
+        if not isinstance(owner, FrontCall):
+            logger.debug("server %s: a log line that belongs to no single call was not relayed", server_id)
+            return
+        if owner.front is not None and not owner.front.wants_log(note.params.level):
+            return
+        params = note.params.model_copy(update={"logger": note.params.logger or server_id})
+        try:
+            await owner.ctx.session.send_notification(
+                types.LoggingMessageNotification(params=params), related_request_id=owner.ctx.request_id
+            )
+        except Exception as exc:  # the caller may be gone; it loses only this line
+            logger.debug("server %s: log line not delivered: %s", server_id, type(exc).__name__)
+
+    def _announce(self, before: tuple[Any, ...]) -> None:
+        """Tell every front session which of its lists changed (handshake era) and publish it (2026-07-28)."""
+        after = self._lists()
+        events: list[Any] = []
+        if after[0] != before[0]:
+            events.append(("notifications/tools/list_changed", ToolsListChanged()))
+        if after[1] != before[1]:
+            events.append(("notifications/resources/list_changed", ResourcesListChanged()))
+        if after[2] != before[2]:
+            events.append(("notifications/prompts/list_changed", PromptsListChanged()))
+        if not events or self._tg is None:
+            return
+
+        async def deliver() -> None:
+            for method, event in events:
+                await self.fronts.broadcast(method)
+                await self.bus.publish(event)
+
+        self._tg.start_soon(deliver)
+
+    def _lists(self) -> tuple[Any, ...]:
+        return (self.catalog.tools, (self.catalog.resources, self.catalog.templates), self.catalog.prompts)
 
     # ---- catalog upkeep ------------------------------------------------------------------------------------------
 
@@ -353,4 +485,6 @@ class MasterServer:
                 listing = Listing(
                     [*listing.tools, authorize_tool(server_id)], listing.resources, listing.templates, listing.prompts
                 )
+        before = self._lists()
         self.catalog.update(server_id, listing)
+        self._announce(before)

@@ -20,7 +20,9 @@ from mcp_types import (
     EmbeddedResource,
     ResourceLink,
     SetLevelRequestParams,
+    SubscribeRequestParams,
     TextResourceContents,
+    UnsubscribeRequestParams,
 )
 
 parser = argparse.ArgumentParser()
@@ -50,8 +52,21 @@ async def set_level(ctx: Any, params: SetLevelRequestParams) -> dict[str, Any]:
     return {}
 
 
-# MCPServer has no public hook for the (deprecated) logging capability; the low-level server does.
+async def subscribe(ctx: Any, params: SubscribeRequestParams) -> dict[str, Any]:
+    COUNTS[f"subscribe {params.uri}"] += 1
+    return {}
+
+
+async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> dict[str, Any]:
+    COUNTS[f"unsubscribe {params.uri}"] += 1
+    return {}
+
+
+# MCPServer has no public hook for the (deprecated) logging and subscription capabilities; the low-level
+# server does.
 mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+mcp._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+mcp._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
 @mcp.tool(description="Echo the text back.")
@@ -76,8 +91,34 @@ def fail(reason: str = "requested") -> str:
 
 @mcp.tool(description="Sleep, then answer.")
 async def slow(seconds: float) -> str:
-    await anyio.sleep(seconds)
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        COUNTS["cancelled"] += 1
+        raise
     return f"slept {seconds}"
+
+
+@mcp.tool(description="Register a new tool now, and announce it with tools/list_changed.")
+async def add_tool_later(name: str, ctx: Context) -> str:
+    mcp.add_tool(_make_extra(len(name)), name=name, description="Added after initialize.")
+    await ctx.request_context.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+@mcp.tool(description="Announce that a resource changed (notifications/resources/updated).")
+async def touch_resource(uri: str, ctx: Context) -> str:
+    await ctx.request_context.session.send_resource_updated(uri)
+    return f"touched {uri}"
+
+
+@mcp.tool(description="Log one line at each of debug, info and warning, then answer.")
+async def log_lines(tag: str, ctx: Context) -> str:
+    for level in ("debug", "info", "warning"):
+        await ctx.request_context.session.send_log_message(
+            level, f"{tag}:{level}", logger="fixture", related_request_id=ctx.request_id
+        )
+    return f"logged {tag}"
 
 
 @mcp.tool(description="Report progress three times.")

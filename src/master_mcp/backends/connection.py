@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 ListingSink = Callable[[str, "Listing | None"], None]
+# A backend notification that belongs to a front request (a log line, a resource update), with that request's
+# owner when it can be told, else None.
+NotificationSink = Callable[[str, types.ServerNotification, object | None], Awaitable[None]]
+
+# The front request a backend request is made for. Streamable HTTP delivers what the backend sends on that
+# request's stream in the context it was sent from, so this tells whose call a notification belongs to.
+CALLER: ContextVar[object | None] = ContextVar("master_mcp_caller", default=None)
 
 _RAW: Final = TypeAdapter(dict[str, Any])
 _MAX_PAGES: Final = 1000
@@ -96,11 +104,14 @@ class BackendConnection:
         on_listing: ListingSink,
         auth: httpx2.Auth | None = None,
         reconnect: bool = True,
+        on_notification: NotificationSink | None = None,
     ) -> None:
         self.server = server
         self.server_id = server.id
         # A per-principal session is not brought back: the next call of that principal opens a new one.
         self._reconnect = reconnect
+        self._on_notification = on_notification
+        self._inflight: dict[int, object] = {}
         self._scope: anyio.CancelScope | None = None
         self.last_used = time.monotonic()
         self._base_dir = base_dir
@@ -126,6 +137,7 @@ class BackendConnection:
         *,
         timeout_s: float | None = None,
         progress: ProgressFnT | None = None,
+        owner: object | None = None,
     ) -> Json:
         """Send one request on the shared session and return the backend's raw result.
 
@@ -139,6 +151,10 @@ class BackendConnection:
             raise BackendUnavailable(f"server {self.server_id!r} is {self.state.value}{reason}")
         request = types.Request[dict[str, Any] | None, str](method=method, params=params)
         timeout = timeout_s or self.server.timeout_s
+        token = CALLER.set(owner)
+        slot = id(request)
+        if owner is not None:
+            self._inflight[slot] = owner
         try:
             # A TypeAdapter of a raw dict keeps every field the backend sent, known to this SDK or not.
             return await session.send_request(
@@ -164,6 +180,9 @@ class BackendConnection:
                     self._mark_down("connection closed")
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
             raise
+        finally:
+            CALLER.reset(token)
+            self._inflight.pop(slot, None)
 
     async def notify(self, method: str, params: Json | None) -> None:
         session = self._session
@@ -256,9 +275,19 @@ class BackendConnection:
             seen.add(cursor)
         return items
 
+    def _owner(self) -> object | None:
+        """Whose call a notification belongs to: the sending context's caller, else the only caller in flight."""
+        owner = CALLER.get()
+        if owner is not None:
+            return owner
+        owners = {id(o): o for o in self._inflight.values()}
+        return next(iter(owners.values())) if len(owners) == 1 else None
+
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, _LIST_CHANGED):
             self._refresh.set()
+        elif isinstance(message, types.ServerNotification) and self._on_notification is not None:
+            await self._on_notification(self.server_id, message, self._owner())
         elif isinstance(message, Exception):
             logger.warning("server %s: transport error: %s", self.server_id, _describe(message))
 

@@ -14,7 +14,13 @@ import anyio
 import anyio.abc
 import httpx2
 
-from master_mcp.backends.connection import BackendConnection, BackendState, BackendUnavailable, ListingSink
+from master_mcp.backends.connection import (
+    BackendConnection,
+    BackendState,
+    BackendUnavailable,
+    ListingSink,
+    NotificationSink,
+)
 from master_mcp.config.models import MasterConfig
 
 logger = logging.getLogger(__name__)
@@ -31,9 +37,11 @@ class BackendPool:
         *,
         per_principal: Callable[[str], bool],
         shared_auth: Callable[[str], httpx2.Auth | None],
+        on_notification: NotificationSink | None = None,
     ) -> None:
         self.config = config
         self._on_listing = on_listing
+        self._on_notification = on_notification
         self._per_principal_ids = {s.id for s in config.servers if per_principal(s.id)}
         self.connections: dict[str, BackendConnection] = {
             server.id: self._new(server.id, shared_auth(server.id), reconnect=True)
@@ -52,6 +60,7 @@ class BackendPool:
             on_listing=self._on_listing if reconnect else self._keep_listing,
             auth=auth,
             reconnect=reconnect,
+            on_notification=self._on_notification,
         )
 
     def _keep_listing(self, server_id: str, listing: Any) -> None:

@@ -1,0 +1,127 @@
+"""What backends send on their own reaches the right front sessions: list changes, resource updates, log lines;
+and a front cancellation reaches the backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from tests.conftest import HttpBackend, make_config, serve_master, stdio_server, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.logs: list[types.LoggingMessageNotificationParams] = []
+
+    async def on_message(self, message: Any) -> None:
+        self.messages.append(message)
+
+    async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        self.logs.append(params)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+
+def text(result: types.CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+@pytest.fixture(params=["stdio", "http"])
+def backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "stdio":
+        yield stdio_server("live")
+        return
+    process = HttpBackend("--name", "live")
+    yield {"id": "live", "type": "http", "url": process.url}
+    process.stop()
+
+
+async def test_list_changed_reaches_every_session_and_the_catalog(backend: dict[str, Any]) -> None:
+    first, second = Inbox(), Inbox()
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(url, mode="legacy", message_handler=first.on_message) as a,
+        Client(url, mode="legacy", message_handler=second.on_message) as b,
+    ):
+        await b.list_tools()  # b is known to the master before the change
+        assert text(await a.call_tool("live__add_tool_later", {"name": "fresh"})) == "added fresh"
+        await wait_until(lambda: bool(first.of(types.ToolListChangedNotification)))
+        await wait_until(lambda: bool(second.of(types.ToolListChangedNotification)))
+        assert "live__fresh" in {t.name for t in (await b.list_tools()).tools}
+        assert text(await b.call_tool("live__fresh", {"value": 2})) == "extra 5: 2"
+
+
+async def test_list_changed_reaches_a_2026_listener() -> None:
+    async with (
+        serve_master(make_config(stdio_server("live"))) as (_, url),
+        Client(url, mode="2026-07-28") as modern,
+        Client(url, mode="legacy") as other,
+    ):
+        async with modern.listen(tools_list_changed=True) as subscription:
+            await other.call_tool("live__add_tool_later", {"name": "later"})
+            with anyio.fail_after(10):
+                async for event in subscription:
+                    assert event is not None
+                    break
+        assert "live__later" in {t.name for t in (await modern.list_tools(cache_mode="bypass")).tools}
+
+
+async def test_resource_updates_reach_only_subscribers(backend: dict[str, Any]) -> None:
+    subscribed, bystander = Inbox(), Inbox()
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(url, mode="legacy", message_handler=subscribed.on_message) as a,
+        Client(url, mode="legacy", message_handler=bystander.on_message) as b,
+    ):
+        await a.subscribe_resource("live+fixture://static")
+        await b.list_tools()
+        await b.call_tool("live__touch_resource", {"uri": "fixture://static"})
+        await wait_until(lambda: bool(subscribed.of(types.ResourceUpdatedNotification)))
+        [update] = subscribed.of(types.ResourceUpdatedNotification)
+        assert str(update.params.uri) == "live+fixture://static"
+        await a.unsubscribe_resource("live+fixture://static")
+        counts = json.loads(text(await a.call_tool("live__request_counts", {})))
+    assert bystander.of(types.ResourceUpdatedNotification) == []
+    assert counts["subscribe fixture://static"] == 1 and counts["unsubscribe fixture://static"] == 1
+
+
+async def test_log_lines_reach_the_caller_at_its_level(backend: dict[str, Any]) -> None:
+    quiet, chatty = Inbox(), Inbox()
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(url, mode="legacy", logging_callback=quiet.on_log) as a,
+        Client(url, mode="legacy", logging_callback=chatty.on_log) as b,
+    ):
+        await a.set_logging_level("warning")
+        await b.set_logging_level("debug")
+        assert text(await a.call_tool("live__log_lines", {"tag": "a"})) == "logged a"
+        assert text(await b.call_tool("live__log_lines", {"tag": "b"})) == "logged b"
+        await wait_until(lambda: len(chatty.logs) >= 3)
+    assert [(p.level, p.data) for p in quiet.logs] == [("warning", "a:warning")]
+    assert [p.data for p in chatty.logs] == ["b:debug", "b:info", "b:warning"]
+    assert {p.logger for p in chatty.logs} == {"fixture"}
+
+
+async def test_cancellation_reaches_the_backend(backend: dict[str, Any]) -> None:
+    async with serve_master(make_config(backend)) as (_, url), Client(url, mode="legacy") as client:
+        with anyio.move_on_after(0.5):
+            await client.call_tool("live__slow", {"seconds": 30})
+
+        async def cancelled() -> int:
+            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
+            return int(counts.get("cancelled", 0))
+
+        with anyio.fail_after(10):
+            while await cancelled() == 0:  # noqa: ASYNC110 - the backend's own count, polled over MCP
+                await anyio.sleep(0.05)
