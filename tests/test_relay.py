@@ -10,6 +10,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.conftest import HttpBackend, make_config, serve_master, stdio_server, wait_until
 
@@ -125,3 +126,72 @@ async def test_cancellation_reaches_the_backend(backend: dict[str, Any]) -> None
         with anyio.fail_after(10):
             while await cancelled() == 0:  # noqa: ASYNC110 - the backend's own count, polled over MCP
                 await anyio.sleep(0.05)
+
+
+# ---- a backend's requests to its client, relayed to the client whose call it is ---------------------------------
+
+
+async def sample(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    asked = params.messages[0].content
+    prompt = asked.text if isinstance(asked, types.TextContent) else "?"
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=f"model says: {prompt}"), model="test-model"
+    )
+
+
+async def elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+async def roots(ctx: Any) -> types.ListRootsResult:
+    return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+
+async def test_sampling_elicitation_and_roots_are_relayed(backend: dict[str, Any]) -> None:
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(
+            url, mode="legacy", sampling_callback=sample, elicitation_callback=elicit, list_roots_callback=roots
+        ) as client,
+    ):
+        assert text(await client.call_tool("live__ask_llm", {"prompt": "hi"})) == "model says: hi"
+        assert json.loads(text(await client.call_tool("live__ask_user", {}))) == {
+            "action": "accept",
+            "content": {"name": "Ada"},
+        }
+        assert json.loads(text(await client.call_tool("live__client_roots", {}))) == ["file:///work/project"]
+        declared = json.loads(text(await client.call_tool("live__client_capabilities", {})))
+        assert {"sampling", "elicitation", "roots"} <= set(declared)
+
+
+async def test_the_master_never_promises_what_the_client_lacks(backend: dict[str, Any]) -> None:
+    async with serve_master(make_config(backend)) as (_, url), Client(url, mode="legacy") as plain:
+        declared = json.loads(text(await plain.call_tool("live__client_capabilities", {})))
+        assert not {"sampling", "elicitation", "roots"} & set(declared)
+        with pytest.raises(MCPError, match="Sampling not supported"):
+            await plain.call_tool("live__ask_llm", {"prompt": "hi"})
+        async with Client(url, mode="legacy", list_roots_callback=roots) as rooted:
+            declared = json.loads(text(await rooted.call_tool("live__client_capabilities", {})))
+            assert "roots" in declared and "sampling" not in declared
+
+
+async def test_capability_dependent_tools_show_for_capable_clients() -> None:
+    async with serve_master(make_config(stdio_server("live"))) as (_, url):
+        async with Client(url, mode="legacy") as plain:
+            assert "live__summarize_with_llm" not in {t.name for t in (await plain.list_tools()).tools}
+        async with Client(url, mode="legacy", sampling_callback=sample) as capable:
+            names = {t.name for t in (await capable.list_tools()).tools}
+            assert "live__summarize_with_llm" in names
+            assert text(await capable.call_tool("live__summarize_with_llm", {"value": 1})) == "extra 0: 1"
+
+
+async def test_a_client_that_never_answers_costs_only_its_call() -> None:
+    async def never(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    config = make_config(stdio_server("live", timeout_s=1))
+    async with serve_master(config) as (_, url), Client(url, mode="legacy", sampling_callback=never) as client:
+        stuck = await client.call_tool("live__ask_llm", {"prompt": "hello?"})
+        assert stuck.is_error and "did not answer tools/call within 1s" in text(stuck)
+        assert text(await client.call_tool("live__echo", {"text": "still fine"})) == "still fine"

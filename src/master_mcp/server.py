@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final, get_args
+from typing import Any, Final, TypeVar, get_args
 
 import anyio
 import anyio.abc
@@ -27,12 +27,13 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from master_mcp.auth import AuthRefused, Delegate, MultiAuthManager, Principal
+from master_mcp.auth import LOCAL_PRINCIPAL, AuthRefused, Delegate, MultiAuthManager, Principal
 from master_mcp.auth.inbound import current_principal
-from master_mcp.backends.connection import BackendConnection, BackendUnavailable
+from master_mcp.backends.connection import NO_PROFILE, BackendConnection, BackendState, BackendUnavailable, Profile
 from master_mcp.backends.pool import BackendPool
 from master_mcp.catalog import Catalog, Listing, Route
 from master_mcp.config import MasterConfig
@@ -56,6 +57,7 @@ from master_mcp.relay import (
 logger = logging.getLogger(__name__)
 
 Ctx = ServerRequestContext[Any, Any]
+_R = TypeVar("_R", bound=BaseModel)
 VERSION: Final = "0.1.0"
 
 
@@ -77,6 +79,18 @@ def _for_era(ctx: Ctx, result: Json) -> Json:
         # A handshake-era backend's result (and any list) is complete by definition; 2026-07-28 must say so.
         result["resultType"] = "complete"
     return result
+
+
+def profile_of(ctx: Ctx) -> Profile:
+    """What this front client can answer when a backend asks during its call (handshake era; a 2026-07-28 client
+    is never sent server-to-client requests)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return NO_PROFILE
+    caps = ctx.session.client_capabilities
+    if caps is None:
+        return NO_PROFILE
+    present = {"sampling": caps.sampling, "elicitation": caps.elicitation, "roots": caps.roots}
+    return frozenset(name for name, capability in present.items() if capability is not None)
 
 
 class NeedsAuthorization(Exception):
@@ -104,6 +118,7 @@ class MasterServer:
         self.bus = InMemorySubscriptionBus()  # 2026-07-28 clients hear of changes through subscriptions/listen
         self._tg: anyio.abc.TaskGroup | None = None
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
+        self._warmed: set[Profile] = set()
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = Server(
             config.master.name,
@@ -148,6 +163,7 @@ class MasterServer:
             self.config,
             on_listing=self._on_listing,
             on_notification=self._on_backend_notification,
+            relay=self,
             per_principal=lambda sid: auth.strategy(sid).per_principal,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
         )
@@ -189,7 +205,7 @@ class MasterServer:
 
     # ---- the one path --------------------------------------------------------------------------------------------
 
-    async def _backend(self, server_id: str, principal: Principal) -> BackendConnection:
+    async def _backend(self, server_id: str, principal: Principal, profile: Profile = NO_PROFILE) -> BackendConnection:
         """auth.prepare, then the pool: the connection (shared, or the principal's own) this call goes out on."""
         try:
             decision = await self.auth.prepare(server_id, principal)
@@ -197,10 +213,10 @@ class MasterServer:
             raise BackendUnavailable(str(exc)) from None
         if isinstance(decision, Delegate):
             raise NeedsAuthorization(decision)
-        return await self.pool.session(server_id, principal.key, decision.auth)
+        return await self.pool.session(server_id, principal.key, decision.auth, profile)
 
     async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
-        backend = await self._backend(route.server_id, current_principal())
+        backend = await self._backend(route.server_id, current_principal(), profile_of(ctx))
         progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
         principal = current_principal()
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
@@ -224,6 +240,7 @@ class MasterServer:
 
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
         await self._discover_for(current_principal())
+        await self._warm_profile(profile_of(ctx))
         return _for_era(ctx, _page(self.catalog.tools, params.cursor, self._page_size, "tools"))
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
@@ -255,6 +272,59 @@ class MasterServer:
         async with anyio.create_task_group() as tg:
             for server_id in unlisted:
                 tg.start_soon(attempt, server_id)
+
+    async def _warm_profile(self, profile: Profile) -> None:
+        """A client that can answer sampling, elicitation or roots may be offered more tools by a backend: open
+        that capability profile's session on each shared backend once, so its catalog includes them."""
+        if not profile or profile in self._warmed:
+            return
+        self._warmed.add(profile)
+
+        async def attempt(server_id: str) -> None:
+            with anyio.move_on_after(self.config.master.connect_timeout_s):
+                try:
+                    await self.pool.session(server_id, LOCAL_PRINCIPAL.key, None, profile)
+                except BackendUnavailable as exc:
+                    logger.debug("server %s: no session for profile %s: %s", server_id, sorted(profile), exc)
+
+        async with anyio.create_task_group() as tg:
+            for server_id, connection in self.pool.connections.items():
+                if connection.state is BackendState.UP:
+                    tg.start_soon(attempt, server_id)
+
+    # ---- RequestRelay: a backend asks its client something during a call ----------------------------------------
+
+    async def _ask_front(self, owner: object | None, request: Any, result_type: type[_R]) -> _R | types.ErrorData:
+        if not isinstance(owner, FrontCall):
+            return types.ErrorData(code=types.INVALID_REQUEST, message="no single client call to relay this request to")
+        ctx = owner.ctx
+        try:
+            return await ctx.session.send_request(
+                request,
+                result_type,
+                request_read_timeout_seconds=self.config.master.connect_timeout_s * 4,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        except MCPError as exc:
+            return exc.error
+        except TimeoutError:
+            return types.ErrorData(code=types.REQUEST_TIMEOUT, message="the client did not answer in time")
+
+    async def sampling(
+        self, owner: object | None, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        request = types.CreateMessageRequest(params=params)
+        if params.tools:
+            return await self._ask_front(owner, request, types.CreateMessageResultWithTools)
+        return await self._ask_front(owner, request, types.CreateMessageResult)
+
+    async def elicitation(
+        self, owner: object | None, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        return await self._ask_front(owner, types.ElicitRequest(params=params), types.ElicitResult)
+
+    async def roots(self, owner: object | None) -> types.ListRootsResult | types.ErrorData:
+        return await self._ask_front(owner, types.ListRootsRequest(), types.ListRootsResult)
 
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Json:
         route = self.catalog.resolve_tool(params.name)

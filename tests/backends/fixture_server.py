@@ -19,8 +19,10 @@ from mcp_types import (
     Completion,
     EmbeddedResource,
     ResourceLink,
+    SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
+    TextContent,
     TextResourceContents,
     UnsubscribeRequestParams,
 )
@@ -38,7 +40,14 @@ COUNTS: Counter[str] = Counter()
 async def count_requests(ctx: Any, call_next: Any) -> Any:
     if ctx.request_id is not None:
         COUNTS[ctx.method] += 1
-    return await call_next(ctx)
+    result = await call_next(ctx)
+    caps = ctx.session.client_capabilities
+    if ctx.method == "notifications/initialized" and caps is not None and caps.sampling is not None:
+        # A tool only for clients that can sample, as some servers register them after initialize.
+        if mcp._tool_manager.get_tool("summarize_with_llm") is None:
+            mcp.add_tool(_make_extra(0), name="summarize_with_llm", description="Needs sampling.")
+            await ctx.session.send_tool_list_changed()
+    return result
 
 
 mcp = MCPServer(ARGS.name, log_level="WARNING", middleware=[count_requests])
@@ -97,6 +106,38 @@ async def slow(seconds: float) -> str:
         COUNTS["cancelled"] += 1
         raise
     return f"slept {seconds}"
+
+
+@mcp.tool(description="Ask the client's model (sampling/createMessage) and return its answer.")
+async def ask_llm(prompt: str, ctx: Context) -> str:
+    result = await ctx.request_context.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+        max_tokens=50,
+        related_request_id=ctx.request_id,
+    )
+    content = result.content
+    return content.text if isinstance(content, TextContent) else str(content)
+
+
+@mcp.tool(description="Ask the user (form elicitation) for their name.")
+async def ask_user(ctx: Context) -> str:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    result = await ctx.request_context.session.elicit_form(
+        "What is your name?", schema, related_request_id=ctx.request_id
+    )
+    return json.dumps({"action": result.action, "content": result.content})
+
+
+@mcp.tool(description="The client's roots (roots/list).")
+async def client_roots(ctx: Context) -> str:
+    result = await ctx.request_context.session.list_roots()
+    return json.dumps([str(root.uri) for root in result.roots])
+
+
+@mcp.tool(description="The capabilities the client of this session declared.")
+def client_capabilities(ctx: Context) -> str:
+    caps = ctx.request_context.session.client_capabilities
+    return json.dumps(caps.model_dump(exclude_none=True) if caps else {})
 
 
 @mcp.tool(description="Register a new tool now, and announce it with tools/list_changed.")

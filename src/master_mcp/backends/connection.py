@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import httpx2
@@ -36,6 +36,26 @@ ListingSink = Callable[[str, "Listing | None"], None]
 # A backend notification that belongs to a front request (a log line, a resource update), with that request's
 # owner when it can be told, else None.
 NotificationSink = Callable[[str, types.ServerNotification, object | None], Awaitable[None]]
+
+Profile = frozenset[str]
+"""What a backend session declares it can do for the backend: a subset of {"sampling", "elicitation", "roots"},
+exactly what the front clients using that session declared (never more)."""
+NO_PROFILE: Profile = frozenset()
+
+
+class RequestRelay(Protocol):
+    """Answers a backend's request to its client by asking the front client whose call it was made during."""
+
+    async def sampling(
+        self, owner: object | None, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData: ...
+
+    async def elicitation(
+        self, owner: object | None, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData: ...
+
+    async def roots(self, owner: object | None) -> types.ListRootsResult | types.ErrorData: ...
+
 
 # The front request a backend request is made for. Streamable HTTP delivers what the backend sends on that
 # request's stream in the context it was sent from, so this tells whose call a notification belongs to.
@@ -105,12 +125,16 @@ class BackendConnection:
         auth: httpx2.Auth | None = None,
         reconnect: bool = True,
         on_notification: NotificationSink | None = None,
+        profile: Profile = NO_PROFILE,
+        relay: RequestRelay | None = None,
     ) -> None:
         self.server = server
         self.server_id = server.id
         # A per-principal session is not brought back: the next call of that principal opens a new one.
         self._reconnect = reconnect
         self._on_notification = on_notification
+        self.profile = profile
+        self._relay = relay
         self._inflight: dict[int, object] = {}
         self._scope: anyio.CancelScope | None = None
         self.last_used = time.monotonic()
@@ -229,7 +253,12 @@ class BackendConnection:
             read, write = await stack.enter_async_context(open_transport(self.server, self._base_dir, self._auth))
             dispatcher = _WatchedDispatcher(read, write)
             session = await stack.enter_async_context(
-                ClientSession(dispatcher=dispatcher, message_handler=self._on_message, client_info=_CLIENT_INFO)
+                ClientSession(
+                    dispatcher=dispatcher,
+                    message_handler=self._on_message,
+                    client_info=_CLIENT_INFO,
+                    **self._callbacks(),
+                )
             )
             with anyio.fail_after(self._connect_timeout):
                 init = await session.initialize()
@@ -274,6 +303,33 @@ class BackendConnection:
                 break
             seen.add(cursor)
         return items
+
+    def _callbacks(self) -> dict[str, Any]:
+        """The client callbacks of this session: one per capability of its profile, so it declares just those."""
+        relay = self._relay
+        if relay is None:
+            return {}
+        callbacks: dict[str, Any] = {}
+        if "sampling" in self.profile:
+
+            async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> Any:
+                return await relay.sampling(self._owner(), params)
+
+            callbacks["sampling_callback"] = sampling
+            callbacks["sampling_capabilities"] = types.SamplingCapability()
+        if "elicitation" in self.profile:
+
+            async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> Any:
+                return await relay.elicitation(self._owner(), params)
+
+            callbacks["elicitation_callback"] = elicitation
+        if "roots" in self.profile:
+
+            async def roots(ctx: Any) -> Any:
+                return await relay.roots(self._owner())
+
+            callbacks["list_roots_callback"] = roots
+        return callbacks
 
     def _owner(self) -> object | None:
         """Whose call a notification belongs to: the sending context's caller, else the only caller in flight."""

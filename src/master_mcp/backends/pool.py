@@ -15,17 +15,22 @@ import anyio.abc
 import httpx2
 
 from master_mcp.backends.connection import (
+    NO_PROFILE,
     BackendConnection,
     BackendState,
     BackendUnavailable,
     ListingSink,
     NotificationSink,
+    Profile,
+    RequestRelay,
 )
+from master_mcp.catalog import Listing
 from master_mcp.config.models import MasterConfig
 
 logger = logging.getLogger(__name__)
 
 PrincipalKey = tuple[str, str]
+SessionKey = tuple[str, PrincipalKey | None, Profile]
 _REAP_EVERY_S = 30.0
 
 
@@ -38,35 +43,55 @@ class BackendPool:
         per_principal: Callable[[str], bool],
         shared_auth: Callable[[str], httpx2.Auth | None],
         on_notification: NotificationSink | None = None,
+        relay: RequestRelay | None = None,
     ) -> None:
         self.config = config
         self._on_listing = on_listing
         self._on_notification = on_notification
+        self._relay = relay
+        self._shared_auth = shared_auth
+        self._listings: dict[str, dict[Profile, Listing]] = {}
         self._per_principal_ids = {s.id for s in config.servers if per_principal(s.id)}
         self.connections: dict[str, BackendConnection] = {
             server.id: self._new(server.id, shared_auth(server.id), reconnect=True)
             for server in config.servers
             if server.id not in self._per_principal_ids
         }
-        self._sessions: OrderedDict[tuple[str, PrincipalKey], BackendConnection] = OrderedDict()
+        self._sessions: OrderedDict[SessionKey, BackendConnection] = OrderedDict()
         self._tg: anyio.abc.TaskGroup | None = None
 
-    def _new(self, server_id: str, auth: httpx2.Auth | None, *, reconnect: bool) -> BackendConnection:
+    def _new(
+        self, server_id: str, auth: httpx2.Auth | None, *, reconnect: bool, profile: Profile = NO_PROFILE
+    ) -> BackendConnection:
         server = self.config.server(server_id)
+
+        def on_listing(sid: str, listing: Listing | None) -> None:
+            self._merge_listing(sid, profile, listing, shared=reconnect)
+
         return BackendConnection(
             server,
             self.config.base_dir,
             connect_timeout=self.config.master.connect_timeout_s,
-            on_listing=self._on_listing if reconnect else self._keep_listing,
+            on_listing=on_listing,
             auth=auth,
             reconnect=reconnect,
             on_notification=self._on_notification,
+            profile=profile,
+            relay=self._relay,
         )
 
-    def _keep_listing(self, server_id: str, listing: Any) -> None:
-        # One principal's session closing says nothing about the backend's catalog: keep the last one known.
-        if listing is not None:
-            self._on_listing(server_id, listing)
+    def _merge_listing(self, server_id: str, profile: Profile, listing: Listing | None, *, shared: bool) -> None:
+        """A backend's catalog is the union of what its sessions list (a client with more capabilities may be
+        shown more tools). The shared session going down takes the backend out; an on-demand one closing does not."""
+        if listing is None:
+            if shared:
+                self._listings.pop(server_id, None)
+                self._on_listing(server_id, None)
+            return
+        known = self._listings.setdefault(server_id, {})
+        known[profile] = listing
+        ordered = [known[p] for p in sorted(known, key=lambda p: (len(p), sorted(p)))]
+        self._on_listing(server_id, Listing.union(ordered))
 
     def is_per_principal(self, server_id: str) -> bool:
         return server_id in self._per_principal_ids
@@ -74,11 +99,15 @@ class BackendPool:
     def get(self, server_id: str) -> BackendConnection:
         return self.connections[server_id]
 
-    async def session(self, server_id: str, principal: PrincipalKey, auth: httpx2.Auth | None) -> BackendConnection:
-        """The connection a call of `principal` to `server_id` uses: the shared one, or that principal's own."""
-        if server_id not in self._per_principal_ids:
+    async def session(
+        self, server_id: str, principal: PrincipalKey, auth: httpx2.Auth | None, profile: Profile = NO_PROFILE
+    ) -> BackendConnection:
+        """The connection a call uses: the shared one, or one of its own for a principal (per-user credentials)
+        or for a capability profile (a client that can answer sampling, elicitation or roots requests)."""
+        per_principal = server_id in self._per_principal_ids
+        if not per_principal and not profile:
             return self.connections[server_id]
-        key = (server_id, principal)
+        key: SessionKey = (server_id, principal if per_principal else None, profile)
         connection = self._sessions.get(key)
         if connection is not None and connection.state is BackendState.DOWN:
             self._drop(key)
@@ -86,7 +115,8 @@ class BackendPool:
         if connection is None:
             if self._tg is None:
                 raise BackendUnavailable(f"server {server_id!r}: the master is not running")
-            connection = self._sessions[key] = self._new(server_id, auth, reconnect=False)
+            credential = auth if per_principal else self._shared_auth(server_id)
+            connection = self._sessions[key] = self._new(server_id, credential, reconnect=False, profile=profile)
             self._tg.start_soon(connection.run, name=f"backend:{server_id}:session")
             self._evict(server_id)
         self._sessions.move_to_end(key)
@@ -97,10 +127,11 @@ class BackendPool:
         return connection
 
     def close_principal(self, server_id: str, principal: PrincipalKey) -> None:
-        """Close one principal's session (its credential changed); the next call opens a fresh one."""
-        self._drop((server_id, principal))
+        """Close one principal's sessions (its credential changed); the next call opens a fresh one."""
+        for key in [k for k in self._sessions if k[0] == server_id and k[1] == principal]:
+            self._drop(key)
 
-    def _drop(self, key: tuple[str, PrincipalKey]) -> None:
+    def _drop(self, key: SessionKey) -> None:
         connection = self._sessions.pop(key, None)
         if connection is not None:
             connection.close()
