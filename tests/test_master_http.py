@@ -210,7 +210,7 @@ async def test_front_pages_large_lists_and_follows_backend_pages() -> None:
             page = await client.list_tools(cursor=cursor)
             names += [t.name for t in page.tools]
             cursor = page.next_cursor
-        assert len(names) == len(set(names)) == 25 + 44  # 25 paged + 14 fixture tools + 30 extra
+        assert len(names) == len(set(names)) == 25 + 48  # 25 paged + 18 fixture tools + 30 extra
         assert {f"paged__t{i}" for i in range(25)} <= set(names)
         assert text(await client.call_tool("paged__t24", {})) == "called t24"
         with pytest.raises(MCPError, match="cursor"):
