@@ -4,6 +4,7 @@ and a front cancellation reaches the backend."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import anyio
@@ -12,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import HttpBackend, make_config, serve_master, stdio_server, wait_until
+from tests.conftest import TESTS, HttpBackend, make_config, serve_master, stdio_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +196,23 @@ async def test_a_client_that_never_answers_costs_only_its_call() -> None:
         stuck = await client.call_tool("live__ask_llm", {"prompt": "hello?"})
         assert stuck.is_error and "did not answer tools/call within 1s" in text(stuck)
         assert text(await client.call_tool("live__echo", {"text": "still fine"})) == "still fine"
+
+
+async def test_a_misbehaving_backend_is_contained() -> None:
+    rogue = {
+        "id": "rogue",
+        "type": "stdio",
+        "command": sys.executable,
+        "args": [str(TESTS / "backends" / "rogue_server.py")],
+    }
+    inbox = Inbox()
+    config = make_config(rogue, stdio_server("fine"))
+    async with (
+        serve_master(config) as (_, url),
+        Client(url, mode="legacy", logging_callback=inbox.on_log, sampling_callback=sample) as client,
+    ):
+        for _ in range(3):
+            assert text(await client.call_tool("rogue__misbehave", {})) == "survived"
+        assert text(await client.call_tool("fine__echo", {"text": "ok"})) == "ok"
+    # The flood was this call's own log lines: they reached its caller, and nothing else broke.
+    assert len(inbox.logs) > 0
