@@ -157,6 +157,14 @@ async def test_url_elicitation_client_gets_32042_and_completion_notice(oauth: OA
     assert [n.params.elicitation_id for n in completes] == [elicitation["elicitationId"]]
 
 
+async def test_2026_client_gets_the_delegation_result_and_its_retry_succeeds(oauth: OAuthBackend) -> None:
+    async with serve_master(make_config(delegated(oauth))) as (_, url), Client(url, mode="2026-07-28") as client:
+        delegation = delegation_of(await client.call_tool("cloud__authorize", {}))
+        assert delegation["type"] == "oauth_delegation"
+        await authorize_in_browser(delegation["authorization_url"])
+        assert json.loads(text(await client.call_tool("cloud__whoami", {})))["subject"].startswith("user-")
+
+
 def two_users(*servers: dict[str, Any]) -> Any:
     tokens = [{"token": ALICE, "subject": "alice"}, {"token": BOB, "subject": "bob"}]
     return make_config(*servers, auth={"mode": "static_tokens", "tokens": tokens})
