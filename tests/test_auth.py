@@ -465,15 +465,18 @@ def stored(oauth: OAuthBackend, db: Path) -> Any:
     return make_config(delegated(oauth), store={"type": "sqlite", "path": str(db)})
 
 
-async def test_sqlite_store_survives_a_restart(
-    oauth: OAuthBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SQLite token store's path, with a master key in the environment."""
     monkeypatch.setenv("MASTER_MCP_TOKEN_KEY", new_key())
-    db = tmp_path / "tokens.db"
+    return tmp_path / "tokens.db"
+
+
+async def test_sqlite_store_survives_a_restart(oauth: OAuthBackend, db: Path) -> None:
     async with serve_master(stored(oauth, db)) as (_, url), Client(url, mode="legacy") as client:
         await authorize_in_browser(await start(client))
         subject = json.loads(text(await client.call_tool("cloud__whoami", {})))["subject"]
-    raw = db.read_bytes()
+    raw = await anyio.Path(db).read_bytes()
     async with serve_master(stored(oauth, db)) as (_, url), Client(url, mode="legacy") as client:
         assert json.loads(text(await client.call_tool("cloud__whoami", {})))["subject"] == subject
     async with httpx2.AsyncClient() as http:
@@ -481,11 +484,7 @@ async def test_sqlite_store_survives_a_restart(
     assert not any(secret.encode() in raw for secret in issued)  # sealed at rest
 
 
-async def test_tampered_ciphertext_is_never_used(
-    oauth: OAuthBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MASTER_MCP_TOKEN_KEY", new_key())
-    db = tmp_path / "tokens.db"
+async def test_tampered_ciphertext_is_never_used(oauth: OAuthBackend, db: Path) -> None:
     async with serve_master(stored(oauth, db)) as (_, url), Client(url, mode="legacy") as client:
         await authorize_in_browser(await start(client))
     with sqlite3.connect(db) as conn:
