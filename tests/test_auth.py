@@ -109,6 +109,7 @@ async def test_delegate_flow_end_to_end(oauth: OAuthBackend) -> None:
     async with serve_master(config) as (master, url), Client(url, mode="legacy", message_handler=on_message) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert "cloud__authorize" in names and "cloud__whoami" not in names
+        assert master.readiness()[0]  # a per-user backend with no session yet is not "down"
         delegation = delegation_of(await client.call_tool("cloud__authorize", {}))
         base = master.config.master.public_base_url
         assert delegation["type"] == "oauth_delegation"

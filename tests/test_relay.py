@@ -57,6 +57,7 @@ async def test_list_changed_reaches_every_session_and_the_catalog(backend: dict[
         Client(url, mode="legacy", message_handler=second.on_message) as b,
     ):
         await b.list_tools()  # b is known to the master before the change
+        assert a.server_capabilities.tools is not None and a.server_capabilities.tools.list_changed
         assert text(await a.call_tool("live__add_tool_later", {"name": "fresh"})) == "added fresh"
         await wait_until(lambda: bool(first.of(types.ToolListChangedNotification)))
         await wait_until(lambda: bool(second.of(types.ToolListChangedNotification)))

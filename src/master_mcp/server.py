@@ -16,6 +16,7 @@ import mcp_types as types
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, RequestHandler, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
@@ -74,6 +75,24 @@ def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
     return page
 
 
+_CHANGES: Final = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+class _FrontServer(Server[Any]):
+    """The front's low-level server. It relays list changes, and says so on every transport: the streamable-HTTP
+    session manager builds its initialization options from these defaults, not from an argument."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or _CHANGES, experimental_capabilities, extensions
+        )
+
+
 def _for_era(ctx: Ctx, result: Json) -> Json:
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
         # A handshake-era backend's result (and any list) is complete by definition; 2026-07-28 must say so.
@@ -120,7 +139,7 @@ class MasterServer:
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._warmed: set[Profile] = set()
         self.attach_auth_manager(auth or MultiAuthManager())
-        self.lowlevel: Server[Any] = Server(
+        self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
             version=VERSION,
             instructions="Tools, resources and prompts of several MCP servers; names carry the server they come from.",
@@ -188,8 +207,7 @@ class MasterServer:
             await self.auth.aclose()
 
     def initialization_options(self) -> Any:
-        changes = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
-        return self.lowlevel.create_initialization_options(changes)
+        return self.lowlevel.create_initialization_options()
 
     async def run_stdio(self) -> None:
         async with self.running(), stdio_server() as (read, write):
@@ -200,7 +218,7 @@ class MasterServer:
         for status in self.pool.status():
             problems = self.catalog.problems(status["id"])
             servers.append({**status, **self.catalog.counts(status["id"]), "problems": problems})
-        ready = all(s["state"] in ("up", "disabled") for s in servers)
+        ready = all(s["state"] in ("up", "disabled", "per-principal") for s in servers)
         return ready, servers
 
     # ---- the one path --------------------------------------------------------------------------------------------
