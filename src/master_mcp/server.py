@@ -34,7 +34,14 @@ from pydantic import BaseModel
 
 from master_mcp.auth import LOCAL_PRINCIPAL, AuthRefused, Delegate, MultiAuthManager, Principal
 from master_mcp.auth.inbound import current_principal
-from master_mcp.backends.connection import NO_PROFILE, BackendConnection, BackendState, BackendUnavailable, Profile
+from master_mcp.backends.connection import (
+    NO_PROFILE,
+    BackendConnection,
+    BackendState,
+    BackendUnavailable,
+    Profile,
+    Unsolicited,
+)
 from master_mcp.backends.pool import BackendPool
 from master_mcp.catalog import Catalog, Listing, Route
 from master_mcp.config import MasterConfig
@@ -520,6 +527,15 @@ class MasterServer:
 
     async def _relay_log(self, server_id: str, note: types.LoggingMessageNotification, owner: object) -> None:
         """A backend's log line goes to the session whose call it was made during, and to no one else."""
+        if isinstance(owner, Unsolicited):
+            # The backend's own lines (no call in flight): to the sessions that asked for logs with
+            # logging/setLevel, and for a per-user session only to that user's.
+            line = note.params.model_dump(by_alias=True, exclude_none=True, mode="json")
+            for front in self.fronts:
+                opted_in = front.log_level is not None and owner.principal in (None, front.principal)
+                if opted_in and front.wants_log(note.params.level):
+                    await front.notify("notifications/message", line)
+            return
         if not isinstance(owner, FrontCall):
             logger.debug("server %s: a log line that belongs to no single call was not relayed", server_id)
             return

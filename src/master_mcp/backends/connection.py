@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -55,6 +56,14 @@ class RequestRelay(Protocol):
     ) -> types.ElicitResult | types.ErrorData: ...
 
     async def roots(self, owner: object | None) -> types.ListRootsResult | types.ErrorData: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Unsolicited:
+    """Whose a notification is when no call was in flight: the backend's own, for the sessions of `principal`
+    (None: a shared session, whose unsolicited notices concern no user in particular)."""
+
+    principal: tuple[str, str] | None
 
 
 # The front request a backend request is made for. Streamable HTTP delivers what the backend sends on that
@@ -127,6 +136,7 @@ class BackendConnection:
         on_notification: NotificationSink | None = None,
         profile: Profile = NO_PROFILE,
         relay: RequestRelay | None = None,
+        principal: tuple[str, str] | None = None,
     ) -> None:
         self.server = server
         self.server_id = server.id
@@ -134,6 +144,7 @@ class BackendConnection:
         self._reconnect = reconnect
         self._on_notification = on_notification
         self.profile = profile
+        self.principal = principal
         self._relay = relay
         self._inflight: dict[int, object] = {}
         self._scope: anyio.CancelScope | None = None
@@ -332,11 +343,14 @@ class BackendConnection:
         return callbacks
 
     def _owner(self) -> object | None:
-        """Whose call a notification belongs to: the sending context's caller, else the only caller in flight."""
+        """Whose call a notification belongs to: the sending context's caller, else the only caller in flight;
+        with no call in flight it is the backend's own (`Unsolicited`); with several, nobody's."""
         owner = CALLER.get()
         if owner is not None:
             return owner
         owners = {id(o): o for o in self._inflight.values()}
+        if not owners:
+            return Unsolicited(self.principal)
         return next(iter(owners.values())) if len(owners) == 1 else None
 
     async def _on_message(self, message: IncomingMessage) -> None:

@@ -61,7 +61,13 @@ class BackendPool:
         self._tg: anyio.abc.TaskGroup | None = None
 
     def _new(
-        self, server_id: str, auth: httpx2.Auth | None, *, reconnect: bool, profile: Profile = NO_PROFILE
+        self,
+        server_id: str,
+        auth: httpx2.Auth | None,
+        *,
+        reconnect: bool,
+        profile: Profile = NO_PROFILE,
+        principal: PrincipalKey | None = None,
     ) -> BackendConnection:
         server = self.config.server(server_id)
 
@@ -78,6 +84,7 @@ class BackendPool:
             on_notification=self._on_notification,
             profile=profile,
             relay=self._relay,
+            principal=principal,
         )
 
     def _merge_listing(self, server_id: str, profile: Profile, listing: Listing | None, *, shared: bool) -> None:
@@ -116,7 +123,9 @@ class BackendPool:
             if self._tg is None:
                 raise BackendUnavailable(f"server {server_id!r}: the master is not running")
             credential = auth if per_principal else self._shared_auth(server_id)
-            connection = self._sessions[key] = self._new(server_id, credential, reconnect=False, profile=profile)
+            connection = self._sessions[key] = self._new(
+                server_id, credential, reconnect=False, profile=profile, principal=key[1]
+            )
             self._tg.start_soon(connection.run, name=f"backend:{server_id}:session")
             self._evict(server_id)
         self._sessions.move_to_end(key)
