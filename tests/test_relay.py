@@ -217,3 +217,20 @@ async def test_a_misbehaving_backend_is_contained() -> None:
         assert text(await client.call_tool("fine__echo", {"text": "ok"})) == "ok"
     # The flood was this call's own log lines: they reached its caller, and nothing else broke.
     assert len(inbox.logs) > 0
+
+
+async def test_a_2026_client_answers_through_input_required_rounds(backend: dict[str, Any]) -> None:
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(
+            url, mode="2026-07-28", sampling_callback=sample, elicitation_callback=elicit, list_roots_callback=roots
+        ) as client,
+    ):
+        assert text(await client.call_tool("live__ask_llm", {"prompt": "hi"})) == "model says: hi"
+        answered = json.loads(text(await client.call_tool("live__ask_user", {})))
+        assert answered == {"action": "accept", "content": {"name": "Ada"}}
+        assert json.loads(text(await client.call_tool("live__client_roots", {}))) == ["file:///work/project"]
+        with pytest.raises(MCPError, match="requestState"):
+            await client.session.call_tool(
+                "live__ask_llm", {"prompt": "x"}, request_state="forged", allow_input_required=True
+            )

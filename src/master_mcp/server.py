@@ -61,6 +61,7 @@ from master_mcp.relay import (
     map_read_result,
     map_tool_result,
 )
+from master_mcp.rounds import PendingCall, RoundTrips
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +108,31 @@ def _for_era(ctx: Ctx, result: Json) -> Json:
     return result
 
 
+_ROUND_TRIP_METHODS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
 def profile_of(ctx: Ctx) -> Profile:
-    """What this front client can answer when a backend asks during its call (handshake era; a 2026-07-28 client
-    is never sent server-to-client requests)."""
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        return NO_PROFILE
+    """What this front client can answer when a backend asks during its call (a 2026-07-28 client answers through
+    input-required rounds)."""
     caps = ctx.session.client_capabilities
     if caps is None:
         return NO_PROFILE
     present = {"sampling": caps.sampling, "elicitation": caps.elicitation, "roots": caps.roots}
     return frozenset(name for name, capability in present.items() if capability is not None)
+
+
+def _quiet(progress: Any) -> Any:
+    """Progress of a call that outlives its first front request (input-required rounds): best effort only."""
+    if progress is None:
+        return None
+
+    async def report(value: float, total: float | None, message: str | None) -> None:
+        try:
+            await progress(value, total, message)
+        except Exception as exc:
+            logger.debug("progress not delivered: %s", type(exc).__name__)
+
+    return report
 
 
 class NeedsAuthorization(Exception):
@@ -145,6 +161,7 @@ class MasterServer:
         self._tg: anyio.abc.TaskGroup | None = None
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._warmed: set[Profile] = set()
+        self.rounds = RoundTrips()
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
@@ -241,9 +258,21 @@ class MasterServer:
         return await self.pool.session(server_id, principal.key, decision.auth, profile)
 
     async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
-        backend = await self._backend(route.server_id, current_principal(), profile_of(ctx))
-        progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
         principal = current_principal()
+        profile = profile_of(ctx)
+        raw = ctx.params or {}
+        if isinstance(token := raw.get("requestState"), str) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return _for_era(ctx, await self.rounds.resume(token, principal.key, raw.get("inputResponses")))
+        backend = await self._backend(route.server_id, principal, profile)
+        progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if modern and profile and method in _ROUND_TRIP_METHODS and self._tg is not None:
+            timeout = self.config.server(route.server_id).timeout_s
+
+            async def call(pending: PendingCall) -> Json:
+                return await backend.request(method, params, progress=_quiet(progress), owner=pending)
+
+            return _for_era(ctx, await self.rounds.start(self._tg, principal.key, timeout, call))
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
         return _for_era(ctx, await backend.request(method, params, progress=progress, owner=owner))
 
@@ -320,6 +349,9 @@ class MasterServer:
     # ---- RequestRelay: a backend asks its client something during a call ----------------------------------------
 
     async def _ask_front(self, owner: object | None, request: Any, result_type: type[_R]) -> _R | types.ErrorData:
+        if isinstance(owner, PendingCall):
+            answer: _R | types.ErrorData = await owner.ask(request)
+            return answer
         if not isinstance(owner, FrontCall):
             return types.ErrorData(code=types.INVALID_REQUEST, message="no single client call to relay this request to")
         ctx = owner.ctx
