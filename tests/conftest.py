@@ -92,12 +92,17 @@ class HttpBackend:
     def __init__(self, *args: str, sse: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/sse" if sse else f"http://127.0.0.1:{self.port}/mcp"
-        self.process = subprocess.Popen(
-            [sys.executable, FIXTURE, "--sse" if sse else "--http", str(self.port), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self._command = [sys.executable, FIXTURE, "--sse" if sse else "--http", str(self.port), *args]
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
+
+    def restart(self) -> None:
+        """A new process on the same port: it knows none of the sessions the old one had."""
+        self.stop()
+        self.start()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -250,3 +250,24 @@ async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
             assert read.contents[0].text == "item 5 from legacy-sse"
     finally:
         sse.stop()
+
+
+async def test_a_restarted_http_backend_gets_a_new_session() -> None:
+    backend = HttpBackend("--name", "phoenix")
+    try:
+        config = make_config({"id": "phoenix", "type": "http", "url": backend.url})
+        async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+            assert text(await client.call_tool("phoenix__echo", {"text": "before"})) == "before"
+            backend.restart()
+            # A read is safe to repeat: the master opens a new session and sends it again, unnoticed.
+            read = await client.read_resource("phoenix+fixture://static")
+            assert isinstance(read.contents[0], types.TextResourceContents)
+            assert master.pool.get("phoenix").connects == 2
+            backend.restart()
+            # A tool call is not repeated behind the caller's back: it fails clearly, and the next one works.
+            lost = await client.call_tool("phoenix__add", {"a": 1, "b": 2})
+            assert lost.is_error and "lost the session" in text(lost)
+            await wait_until(lambda: master.pool.get("phoenix").state.value == "up")
+            assert text(await client.call_tool("phoenix__add", {"a": 1, "b": 2})) == "3"
+    finally:
+        backend.stop()

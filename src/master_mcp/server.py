@@ -257,7 +257,9 @@ class MasterServer:
             raise NeedsAuthorization(decision)
         return await self.pool.session(server_id, principal.key, decision.auth, profile)
 
-    async def _forward(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
+    async def _forward(
+        self, ctx: Ctx, route: Route, method: str, params: Json, *, idempotent: bool | None = None
+    ) -> Json:
         principal = current_principal()
         profile = profile_of(ctx)
         raw = ctx.params or {}
@@ -270,11 +272,14 @@ class MasterServer:
             timeout = self.config.server(route.server_id).timeout_s
 
             async def call(pending: PendingCall) -> Json:
-                return await backend.request(method, params, progress=_quiet(progress), owner=pending)
+                return await backend.request(
+                    method, params, progress=_quiet(progress), owner=pending, idempotent=idempotent
+                )
 
             return _for_era(ctx, await self.rounds.start(self._tg, principal.key, timeout, call))
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
-        return _for_era(ctx, await backend.request(method, params, progress=progress, owner=owner))
+        result = await backend.request(method, params, progress=progress, owner=owner, idempotent=idempotent)
+        return _for_era(ctx, result)
 
     async def _forward_or_raise(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
         """For requests with no error-result form: a backend that cannot answer is a JSON-RPC error naming it."""
@@ -395,7 +400,9 @@ class MasterServer:
         try:
             if route.server_id in self._delegated and route.name == AUTHORIZE_TOOL and self._synthetic(route):
                 return _for_era(ctx, await self._authorize(ctx, route.server_id, params.arguments or {}))
-            result = await self._forward(ctx, route, "tools/call", forward_params(ctx.params, name=route.name))
+            forwarded = forward_params(ctx.params, name=route.name)
+            idempotent = self.catalog.idempotent(params.name)
+            result = await self._forward(ctx, route, "tools/call", forwarded, idempotent=idempotent)
         except BackendUnavailable as exc:
             return _for_era(ctx, error_result(str(exc)))
         except NeedsAuthorization as needed:

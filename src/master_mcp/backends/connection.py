@@ -95,6 +95,30 @@ class BackendUnavailable(Exception):
     """The backend cannot take the request now; the message names the server and why."""
 
 
+class _SessionExpired(Exception):
+    pass
+
+
+_IDEMPOTENT: Final = frozenset(
+    {
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "ping",
+        "logging/setLevel",
+    }
+)
+
+
+async def _forward_event(source: anyio.Event, target: anyio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
 class _WatchedDispatcher(JSONRPCDispatcher[Any]):
     """A dispatcher that says when its receive loop has ended (the peer hung up or the child died)."""
 
@@ -143,6 +167,9 @@ class BackendConnection:
         # A per-principal session is not brought back: the next call of that principal opens a new one.
         self._reconnect = reconnect
         self._on_notification = on_notification
+        self._lost = anyio.Event()
+        self._up = anyio.Event()
+        self._forgotten = False
         self.profile = profile
         self.principal = principal
         self._relay = relay
@@ -173,12 +200,31 @@ class BackendConnection:
         timeout_s: float | None = None,
         progress: ProgressFnT | None = None,
         owner: object | None = None,
+        idempotent: bool | None = None,
     ) -> Json:
         """Send one request on the shared session and return the backend's raw result.
 
         Raises `BackendUnavailable` when the backend is down, hangs up or times out, and `MCPError` with the
-        backend's own error when it answers with one.
+        backend's own error when it answers with one. When an HTTP backend has forgotten the session (it
+        restarted), the session is opened again, and an idempotent request (`idempotent`, by default: every
+        method but `tools/call`) is sent once more on the new one.
         """
+        try:
+            return await self._request_once(method, params, timeout_s, progress, owner)
+        except _SessionExpired:
+            retry = idempotent if idempotent is not None else method in _IDEMPOTENT
+            if not retry:
+                raise BackendUnavailable(
+                    f"server {self.server_id!r} lost the session during {method} (it restarted?); reconnecting,"
+                    " and the call was not repeated because it may not be safe to"
+                ) from None
+            with anyio.move_on_after(self._connect_timeout):
+                await self._up.wait()
+            return await self._request_once(method, params, timeout_s, progress, owner)
+
+    async def _request_once(
+        self, method: str, params: Json | None, timeout_s: float | None, progress: ProgressFnT | None, owner: object
+    ) -> Json:
         session = self._session
         self.last_used = time.monotonic()
         if session is None:
@@ -210,6 +256,10 @@ class BackendConnection:
                     f"server {self.server_id!r} rejected the credential (HTTP 401) and it could not be refreshed;"
                     " the next call will ask for authorization again"
                 ) from None
+            if self._forgotten:
+                if self._session is session:
+                    self._mark_down("the backend forgot the session (HTTP 404)")
+                raise _SessionExpired from None
             if exc.code == types.CONNECTION_CLOSED:
                 if self._session is session:
                     self._mark_down("connection closed")
@@ -260,8 +310,12 @@ class BackendConnection:
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     async def _serve_once(self) -> None:
+        # Set when this session is beyond use: the peer hung up, or (HTTP) the backend forgot the session.
+        lost = self._lost = anyio.Event()
         async with AsyncExitStack() as stack:
-            read, write = await stack.enter_async_context(open_transport(self.server, self._base_dir, self._auth))
+            self._forgotten = False
+            transport = open_transport(self.server, self._base_dir, self._auth, self._watch_response)
+            read, write = await stack.enter_async_context(transport)
             dispatcher = _WatchedDispatcher(read, write)
             session = await stack.enter_async_context(
                 ClientSession(
@@ -283,9 +337,11 @@ class BackendConnection:
             self._on_listing(self.server_id, listing)
             self.first_attempt.set()
             logger.info("server %s is up (%s)", self.server_id, init.server_info.name)
+            self._up.set()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_on_change)
-                await dispatcher.ended.wait()
+                tg.start_soon(_forward_event, dispatcher.ended, lost)
+                await lost.wait()
                 tg.cancel_scope.cancel()
             # Closing the transport can take a moment (a child is given time to exit); calls must not wait on it.
             self._mark_down("connection closed")
@@ -314,6 +370,11 @@ class BackendConnection:
                 break
             seen.add(cursor)
         return items
+
+    async def _watch_response(self, response: httpx2.Response) -> None:
+        # Streamable HTTP: a 404 to a request that carries a session id means the backend forgot the session.
+        if response.status_code == 404 and response.request.headers.get("mcp-session-id"):
+            self._forgotten = True
 
     def _callbacks(self) -> dict[str, Any]:
         """The client callbacks of this session: one per capability of its profile, so it declares just those."""
@@ -375,6 +436,9 @@ class BackendConnection:
             self._on_listing(self.server_id, listing)
 
     def _mark_down(self, error: str) -> None:
+        self._lost.set()
+        if self._up.is_set():
+            self._up = anyio.Event()
         if self.state in (BackendState.DOWN, BackendState.DISABLED):
             return
         self._session = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,15 @@ def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParamet
     return StdioServerParameters(command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd)
 
 
+ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
+
+
 @asynccontextmanager
-async def open_transport(server: ServerConfig, base_dir: Path, auth: httpx2.Auth | None = None) -> AsyncIterator[Any]:
-    """Yield the (read, write) stream pair of a fresh connection to `server`."""
+async def open_transport(
+    server: ServerConfig, base_dir: Path, auth: httpx2.Auth | None = None, on_response: ResponseHook | None = None
+) -> AsyncIterator[Any]:
+    """Yield the (read, write) stream pair of a fresh connection to `server`; `on_response` sees every streamable
+    HTTP response (status codes are what tells a forgotten session apart)."""
     if server.type == "stdio":
         async with stdio_client(stdio_parameters(server, base_dir), errlog=sys.stderr) as streams:
             yield streams
@@ -41,7 +47,12 @@ async def open_transport(server: ServerConfig, base_dir: Path, auth: httpx2.Auth
             yield streams
         return
     async with (
-        httpx2.AsyncClient(headers=dict(server.headers), timeout=_HTTP_TIMEOUT, auth=auth) as client,
+        httpx2.AsyncClient(
+            headers=dict(server.headers),
+            timeout=_HTTP_TIMEOUT,
+            auth=auth,
+            event_hooks={"response": [on_response]} if on_response else None,
+        ) as client,
         streamable_http_client(url, http_client=client) as streams,
     ):
         yield streams

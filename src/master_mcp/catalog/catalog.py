@@ -78,6 +78,11 @@ class _Template:
     server_id: str
 
 
+def _idempotent_hint(tool: Json) -> bool:
+    annotations = tool.get("annotations")
+    return isinstance(annotations, dict) and annotations.get("idempotentHint") is True
+
+
 def _allowed(server: ServerConfig, name: str) -> bool:
     rules = server.tools
     if rules.allow and not any(fnmatch.fnmatchcase(name, glob) for glob in rules.allow):
@@ -118,6 +123,10 @@ class Catalog:
 
     def tool_input_schema(self, front_name: str) -> Mapping[str, Any] | None:
         return self._tool_schemas.get(front_name)
+
+    def idempotent(self, front_name: str) -> bool:
+        """Whether the tool says repeating a call is harmless (`annotations.idempotentHint`)."""
+        return self._tool_idempotent.get(front_name, False)
 
     def resolve_resource(self, front_uri: str) -> Route | None:
         if (route := self._resource_routes.get(front_uri)) is not None:
@@ -194,6 +203,10 @@ class Catalog:
         ]
         self._tools, self._tool_routes = self._name_items("tool", tool_pairs)
         self._tool_schemas = {t["name"]: t.get("inputSchema") for t in self._tools}
+        self._tool_idempotent = {
+            t["name"]: isinstance(a := t.get("annotations"), dict) and a.get("idempotentHint") is True
+            for t in self._tools
+        }
 
         prompt_pairs = [(sid, p) for sid in live for p in self._listings[sid].prompts if isinstance(p.get("name"), str)]
         self._prompts, self._prompt_routes = self._name_items("prompt", prompt_pairs)
