@@ -271,3 +271,21 @@ async def test_a_restarted_http_backend_gets_a_new_session() -> None:
             assert text(await client.call_tool("phoenix__add", {"a": 1, "b": 2})) == "3"
     finally:
         backend.stop()
+
+
+async def test_a_crash_loop_marks_the_backend_failed_and_the_rest_keeps_serving() -> None:
+    dying = {
+        "id": "dying",
+        "type": "stdio",
+        "command": sys.executable,
+        "args": ["-c", "import sys; sys.exit(3)"],
+        "crash_loop": {"crashes": 2, "window_s": 60},
+    }
+    async with serve_master(make_config(dying, stdio_server("steady"))) as (master, url):
+        await wait_until(lambda: master.pool.get("dying").state.value == "failed")
+        ready, servers = master.readiness()
+        assert not ready
+        failed = next(s for s in servers if s["id"] == "dying")
+        assert failed["last_error"].startswith("crash loop (2 failures within 60s)")
+        async with Client(url, mode="legacy") as client:
+            assert text(await client.call_tool("steady__echo", {"text": "fine"})) == "fine"

@@ -88,6 +88,7 @@ class BackendState(StrEnum):
     CONNECTING = "connecting"
     UP = "up"
     DOWN = "down"
+    FAILED = "failed"  # a crash loop: still retried, slowly
     DISABLED = "disabled"
 
 
@@ -170,6 +171,8 @@ class BackendConnection:
         self._lost = anyio.Event()
         self._up = anyio.Event()
         self._forgotten = False
+        self._failures: list[float] = []
+        self.restarts = 0
         self.profile = profile
         self.principal = principal
         self._relay = relay
@@ -299,13 +302,20 @@ class BackendConnection:
             except Exception as exc:
                 error = _describe(exc)
             if self.connects > connects:
-                backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure, not a crash loop
+                backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure
             self._mark_down(error)
             self.first_attempt.set()
             if not self._reconnect:
                 logger.info("server %s: session closed: %s", self.server_id, error)
                 return
-            logger.warning("server %s is down: %s (retrying in %.1fs)", self.server_id, error, backoff)
+            if self._crash_loop():
+                backoff = _BACKOFF_MAX_S
+                self.state = BackendState.FAILED
+                rule = self.server.crash_loop
+                self.last_error = f"crash loop ({rule.crashes} failures within {rule.window_s:g}s); last: {error}"
+                logger.error("server %s failed: %s (retrying every %.0fs)", self.server_id, self.last_error, backoff)
+            else:
+                logger.warning("server %s is down: %s (retrying in %.1fs)", self.server_id, error, backoff)
             await anyio.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
@@ -331,6 +341,7 @@ class BackendConnection:
                 self.server_info = init.server_info
                 self._session = session
                 listing = await self._discover()
+            self.restarts += 1 if self.connects else 0
             self.connects += 1
             self.last_error = None
             self.state = BackendState.UP
@@ -435,11 +446,18 @@ class BackendConnection:
                 continue
             self._on_listing(self.server_id, listing)
 
+    def _crash_loop(self) -> bool:
+        """Record one more failure; True when there were too many of them too recently."""
+        now = time.monotonic()
+        rule = self.server.crash_loop
+        self._failures = [t for t in self._failures if now - t < rule.window_s] + [now]
+        return len(self._failures) >= rule.crashes
+
     def _mark_down(self, error: str) -> None:
         self._lost.set()
         if self._up.is_set():
             self._up = anyio.Event()
-        if self.state in (BackendState.DOWN, BackendState.DISABLED):
+        if self.state in (BackendState.DOWN, BackendState.FAILED, BackendState.DISABLED):
             return
         self._session = None
         self.capabilities = None
@@ -462,5 +480,6 @@ class BackendConnection:
             "transport": self.server.type,
             "state": self.state.value,
             "connects": self.connects,
+            "restarts": self.restarts,
             "last_error": self.last_error,
         }

@@ -137,6 +137,13 @@ class ToolFilter(_Strict):
         return globs
 
 
+class CrashLoop(_Strict):
+    """When a backend counts as failing rather than merely down: `crashes` drops within `window_s` seconds."""
+
+    crashes: int = Field(default=5, ge=1)
+    window_s: float = Field(default=60.0, gt=0)
+
+
 class ServerConfig(_Strict):
     id: str
     type: TransportType
@@ -152,6 +159,7 @@ class ServerConfig(_Strict):
     tools: ToolFilter = ToolFilter()
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float | None = Field(default=None, gt=0)
+    crash_loop: CrashLoop = CrashLoop()
     enabled: bool = True
     auth_strategy: str = "bypass_auth"
     auth_config: dict[str, Any] = Field(default={}, repr=False)
