@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,39 +26,21 @@ import yaml
 from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import ServerProcess, free_port  # noqa: E402  (the tests' process helpers)
+
 FIXTURE = str(ROOT / "tests" / "backends" / "fixture_server.py")
 MASTER = str(Path(sys.executable).with_name("master-mcp"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
 @contextmanager
-def process(args: list[str], port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def process(args: list[str], port: int) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, port)
     try:
-        if port is not None:
-            wait_for_port(port)
-        yield proc
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 async def timed_calls(target: Any, tool: str, calls: int, warmup: int) -> dict[str, float]:

@@ -86,18 +86,20 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
-class HttpBackend:
-    """A fixture backend process serving streamable HTTP (or, with `sse=True`, SSE) on a loopback port."""
+class ServerProcess:
+    """A server process of the tests', listening on a loopback port; `restart` keeps the port."""
 
-    def __init__(self, *args: str, sse: bool = False) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/sse" if sse else f"http://127.0.0.1:{self.port}/mcp"
-        self._command = [sys.executable, FIXTURE, "--sse" if sse else "--http", str(self.port), *args]
+    def __init__(self, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self._command = command
+        self._env = env
         self.start()
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        self.process = subprocess.Popen(
+            self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self._env, cwd=ROOT
+        )
+        wait_for_port(self.port, timeout=60)
 
     def restart(self) -> None:
         """A new process on the same port: it knows none of the sessions the old one had."""
@@ -107,27 +109,29 @@ class HttpBackend:
     def stop(self) -> None:
         self.process.terminate()
         try:
-            self.process.wait(5)
+            self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
 
 
-class OAuthBackend:
+class HttpBackend(ServerProcess):
+    """A fixture backend process serving streamable HTTP (or, with `sse=True`, SSE) on a loopback port."""
+
+    def __init__(self, *args: str, sse: bool = False) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/sse" if sse else f"http://127.0.0.1:{port}/mcp"
+        super().__init__([sys.executable, FIXTURE, "--sse" if sse else "--http", str(port), *args], port)
+
+
+class OAuthBackend(ServerProcess):
     """tests/backends/oauth_server.py: a test authorization server and the MCP backend it protects."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
         self.url = f"{self.base}/mcp"
-        self.process = subprocess.Popen(
-            [sys.executable, str(TESTS / "backends" / "oauth_server.py"), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    stop = HttpBackend.stop
+        super().__init__([sys.executable, str(TESTS / "backends" / "oauth_server.py"), "--port", str(port)], port)
 
 
 @pytest.fixture(scope="session")

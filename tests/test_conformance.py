@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TESTS, free_port, node_in, npm_install, wait_for_port, write_config
+from tests.conftest import TESTS, ServerProcess, free_port, node_in, npm_install, write_config
 
 BACKEND = TESTS / "conformance" / "conformance_server.py"
 MASTER = str(Path(sys.executable).with_name("master-mcp"))
@@ -35,19 +35,6 @@ def install(version: str) -> tuple[str, str]:
     return node_in(folder), str(entry)
 
 
-class Process:
-    def __init__(self, args: list[str], port: int) -> None:
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        wait_for_port(port, timeout=60)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     folder = tmp_path_factory.mktemp("conformance")
@@ -60,10 +47,10 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     )
     stdio = {"id": "conf", "type": "stdio", "command": sys.executable, "args": [str(BACKEND)]}
     stdio_config = write_config(folder / "stdio.yaml", stdio, port=via_stdio, **master)
-    processes = [Process([sys.executable, str(BACKEND), "--http", str(backend_port)], backend_port)]
+    processes = [ServerProcess([sys.executable, str(BACKEND), "--http", str(backend_port)], backend_port)]
     try:
-        processes.append(Process([MASTER, "serve", "--config", str(http_config)], via_http))
-        processes.append(Process([MASTER, "serve", "--config", str(stdio_config)], via_stdio))
+        processes.append(ServerProcess([MASTER, "serve", "--config", str(http_config)], via_http))
+        processes.append(ServerProcess([MASTER, "serve", "--config", str(stdio_config)], via_stdio))
         yield {
             "direct": backend_url,
             "master (http backend)": f"http://127.0.0.1:{via_http}/mcp",

@@ -5,7 +5,6 @@ after `initialize` (for clients with those capabilities) all reach an SDK client
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from tests.conftest import free_port, make_config, node_in, npm_install, serve_master, wait_for_port, wait_until
+from tests.conftest import ServerProcess, free_port, make_config, node_in, npm_install, serve_master, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,18 +34,11 @@ def backend(request: pytest.FixtureRequest, everything: tuple[str, str]) -> Iter
         yield {"id": "everything", "type": "stdio", "command": node, "args": [entry, "stdio"], "timeout_s": 30}
         return
     port = free_port()
-    process = subprocess.Popen(
-        [node, entry, "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = ServerProcess([node, entry, "streamableHttp"], port, env={**os.environ, "PORT": str(port)})
     try:
-        wait_for_port(port, timeout=60)
         yield {"id": "everything", "type": "http", "url": f"http://127.0.0.1:{port}/mcp", "timeout_s": 30}
     finally:
-        process.terminate()
-        process.wait(10)
+        process.stop()
 
 
 class Capable:
