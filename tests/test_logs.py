@@ -37,7 +37,7 @@ def test_filter_masks_known_secrets_and_credential_shapes() -> None:
     for leaked in (SECRET, "abc.def.ghi", "dXNlcjpwYXNz", "AUTHCODE123", "RT-999"):
         assert leaked not in out
     assert out.count(MASK) >= 6
-    assert "state=xyz" in out  # state is not a credential; the message stays readable
+    assert "state=xyz" not in out and "state=***" in out  # a state or flow id is a one-time capability
 
 
 def test_a_debug_run_never_prints_a_configured_secret(tmp_path: Path) -> None:

@@ -234,3 +234,26 @@ async def test_a_2026_client_answers_through_input_required_rounds(backend: dict
             await client.session.call_tool(
                 "live__ask_llm", {"prompt": "x"}, request_state="forged", allow_input_required=True
             )
+
+
+async def test_subscriptions_survive_a_backend_restart() -> None:
+    inbox = Inbox()
+    async with (
+        serve_master(make_config(stdio_server("live"))) as (master, url),
+        Client(url, mode="legacy", message_handler=inbox.on_message) as client,
+    ):
+        await client.subscribe_resource("live+fixture://static")
+        await client.call_tool("live__crash", {})
+        live = master.pool.get("live")
+        await wait_until(lambda: live.connects == 2 and live.state.value == "up")
+        # the new process was told about the subscription again
+
+        async def subscribed() -> bool:
+            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
+            return counts.get("subscribe fixture://static", 0) == 1
+
+        with anyio.fail_after(10):
+            while not await subscribed():  # noqa: ASYNC110 - the backend's own count, polled over MCP
+                await anyio.sleep(0.05)
+        await client.call_tool("live__touch_resource", {"uri": "fixture://static"})
+        await wait_until(lambda: bool(inbox.of(types.ResourceUpdatedNotification)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,26 +12,20 @@ from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAut
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from master_mcp.event_store import MemoryEventStore
+from master_mcp.net import is_loopback
 from master_mcp.server import MasterServer
 
+__all__ = ["create_app", "is_loopback", "transport_security", "trusted_hosts"]
+
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-RETRY_INTERVAL_MS = 1000
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def transport_security(master: MasterServer) -> TransportSecuritySettings:
@@ -68,9 +61,6 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         json_response=json_response,
         stateless=stateless,
         security_settings=transport_security(master),
-        # A dropped SSE stream is resumed with Last-Event-ID instead of losing what was sent on it.
-        event_store=None if stateless else MemoryEventStore(),
-        retry_interval=None if stateless else RETRY_INTERVAL_MS,
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -87,6 +77,8 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
 
     flows = master.auth.flows
     return Starlette(
+        # Every route, not only /mcp, answers only to the names it is reached by (DNS rebinding).
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(master))],
         routes=[
             Route(master.config.master.path, endpoint=protect(master, StreamableHTTPASGIApp(manager))),
             Route("/healthz", healthz, methods=["GET"]),
@@ -95,3 +87,11 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         ],
         lifespan=lifespan,
     )
+
+
+def trusted_hosts(master: MasterServer) -> list[str]:
+    settings = master.config.master
+    hosts = {"localhost", "127.0.0.1", "::1", "[::1]", settings.host}
+    if settings.base_url and (name := urlsplit(settings.base_url).hostname):
+        hosts.add(name)
+    return sorted(hosts)

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",\s]+")
-_TOKEN_PARAM = re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|code)=([^&\s\"']+)")
+_TOKEN_PARAM = re.compile(
+    r"(?i)\b(access_token|refresh_token|id_token|client_secret|code_verifier|code|state|flow)=([^&\s\"']+)"
+)
 MASK = "***"
 
 

@@ -13,6 +13,7 @@ from mcp.server.mcpserver import MCPServer
 
 from master_mcp.config import default_config_path, load_config
 from master_mcp.logs import setup_logging
+from master_mcp.net import is_loopback
 from master_mcp.server import MasterServer
 
 
@@ -33,6 +34,10 @@ class MasterEntry(MCPServer):
         from master_mcp.app import create_app
 
         settings = config.master
+        if not is_loopback(settings.host) and settings.auth.mode == "local":
+            raise SystemExit(
+                f"refusing to serve on {settings.host} without inbound auth; use `master-mcp serve --allow-remote`"
+            )
         uvicorn.run(create_app(master), host=settings.host, port=settings.port, log_config=None)
 
 

@@ -69,6 +69,7 @@ class PendingCall:
 
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[_Ask | _Done](64)
+        self.busy = False  # a round in progress: a second retry with the same state must not race it
 
     async def ask(self, request: BaseModel) -> Any:
         """Called on behalf of the backend: wait for the client's answer to `request` (a retry delivers it)."""
@@ -147,15 +148,20 @@ class RoundTrips:
         pending = self._pending.get(token)
         if pending is None or pending.principal != principal:
             raise MCPError(types.INVALID_PARAMS, "unknown or expired requestState; call the tool again")
+        if pending.busy:
+            raise MCPError(types.INVALID_REQUEST, "this requestState is being answered already")
         pending.answer(responses or {})
         return await self._round(token, pending)
 
     async def _round(self, token: str, pending: PendingCall) -> Json:
+        pending.busy = True
         try:
             outcome = await pending.next(token)
         except BaseException:
             self._pending.pop(token, None)
             raise
+        finally:
+            pending.busy = False
         if outcome.get("resultType") != "input_required":
             self._pending.pop(token, None)
         return outcome

@@ -32,7 +32,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from master_mcp.auth import LOCAL_PRINCIPAL, AuthRefused, Delegate, MultiAuthManager, Principal
+from master_mcp.auth import AuthRefused, Delegate, MultiAuthManager, Principal
 from master_mcp.auth.inbound import current_principal
 from master_mcp.backends.connection import (
     NO_PROFILE,
@@ -62,12 +62,12 @@ from master_mcp.relay import (
     map_tool_result,
 )
 from master_mcp.rounds import PendingCall, RoundTrips
+from master_mcp.version import VERSION
 
 logger = logging.getLogger(__name__)
 
 Ctx = ServerRequestContext[Any, Any]
 _R = TypeVar("_R", bound=BaseModel)
-VERSION: Final = "0.1.0"
 
 
 def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
@@ -137,7 +137,8 @@ def _quiet(progress: Any) -> Any:
 
 class NeedsAuthorization(Exception):
     def __init__(self, delegate: Delegate) -> None:
-        super().__init__(f"server {delegate.server_id!r} needs authorization: {delegate.authorization_url}")
+        # The link stands for the principal it was issued to: it goes to that caller only, never into a log line.
+        super().__init__(f"server {delegate.server_id!r} needs authorization")
         self.delegate = delegate
 
 
@@ -160,6 +161,8 @@ class MasterServer:
         self.bus = InMemorySubscriptionBus()  # 2026-07-28 clients hear of changes through subscriptions/listen
         self._tg: anyio.abc.TaskGroup | None = None
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
+        self._retired: list[MultiAuthManager] = []
+        self._restored: dict[str, int] = {}  # server id -> the connection count its session state was restored at
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
         self.attach_auth_manager(auth or MultiAuthManager())
@@ -199,6 +202,9 @@ class MasterServer:
 
     def attach_auth_manager(self, auth: MultiAuthManager) -> None:
         """Use `auth` (with its registered strategies) for every backend; call before the master runs."""
+        previous: MultiAuthManager | None = getattr(self, "auth", None)
+        if previous is not None and previous is not auth:
+            self._retired.append(previous)  # its HTTP client and store are closed when the master starts
         auth.configure(self.config)
         auth.on_authorized(self._authorized)
         self.auth = auth
@@ -219,6 +225,8 @@ class MasterServer:
     @asynccontextmanager
     async def running(self, *, wait_ready: bool = True) -> AsyncIterator[MasterServer]:
         """Connect the backends (in parallel) for as long as the context is open."""
+        while self._retired:
+            await self._retired.pop().aclose()
         try:
             async with anyio.create_task_group() as tg, self.pool.running(wait_ready=wait_ready):
                 self._tg = tg
@@ -299,7 +307,7 @@ class MasterServer:
 
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
         await self._discover_for(current_principal())
-        await self._warm_profile(profile_of(ctx))
+        await self._warm_profile(current_principal(), profile_of(ctx))
         return _for_era(ctx, _page(self.catalog.tools, params.cursor, self._page_size, "tools"))
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams) -> Json:
@@ -317,7 +325,9 @@ class MasterServer:
     async def _discover_for(self, principal: Principal) -> None:
         """Per-user backends list their catalog through a user's session: open this principal's, where no
         catalog is known yet (once one is, every principal sees it; see README, "Per-user backends")."""
-        unlisted = [sid for sid in self._per_principal if sid not in self._listed]
+        # Delegated backends are left out: for a principal without a token, asking would start a new flow each
+        # time. Their catalog arrives with the first authorized session (a call, or the callback).
+        unlisted = [sid for sid in self._per_principal - self._delegated if sid not in self._listed]
         if not unlisted:
             return
 
@@ -332,7 +342,7 @@ class MasterServer:
             for server_id in unlisted:
                 tg.start_soon(attempt, server_id)
 
-    async def _warm_profile(self, profile: Profile) -> None:
+    async def _warm_profile(self, principal: Principal, profile: Profile) -> None:
         """A client that can answer sampling, elicitation or roots may be offered more tools by a backend: open
         that capability profile's session on each shared backend once, so its catalog includes them."""
         if not profile or profile in self._warmed:
@@ -342,8 +352,8 @@ class MasterServer:
         async def attempt(server_id: str) -> None:
             with anyio.move_on_after(self.config.master.connect_timeout_s):
                 try:
-                    await self.pool.session(server_id, LOCAL_PRINCIPAL.key, None, profile)
-                except BackendUnavailable as exc:
+                    await self._backend(server_id, principal, profile)
+                except (BackendUnavailable, NeedsAuthorization) as exc:
                     logger.debug("server %s: no session for profile %s: %s", server_id, sorted(profile), exc)
 
         async with anyio.create_task_group() as tg:
@@ -403,7 +413,7 @@ class MasterServer:
             forwarded = forward_params(ctx.params, name=route.name)
             idempotent = self.catalog.idempotent(params.name)
             result = await self._forward(ctx, route, "tools/call", forwarded, idempotent=idempotent)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, AuthRefused) as exc:
             return _for_era(ctx, error_result(str(exc)))
         except NeedsAuthorization as needed:
             return _for_era(ctx, self._delegation(ctx, needed.delegate))
@@ -518,15 +528,26 @@ class MasterServer:
         front = self.fronts.of(ctx, current_principal().key)
         if front is None:
             raise MCPError(types.INVALID_REQUEST, "resources/subscribe needs a session that can receive notifications")
-        if params.uri not in front.subscriptions:
-            if self._backend_subscriptions.get(params.uri, 0) == 0:
-                await self._forward_or_raise(
-                    ctx, route, "resources/subscribe", forward_params(ctx.params, uri=route.name)
-                )
-            self._backend_subscriptions[params.uri] = self._backend_subscriptions.get(params.uri, 0) + 1
-            front.subscriptions.add(params.uri)
-            front.connection.exit_stack.push_async_callback(self._drop_subscription, front, params.uri)
+        if params.uri in front.subscriptions:
+            return _for_era(ctx, {})
+        # Counted before the await, so a concurrent unsubscribe sees this subscriber.
+        count = self._backend_subscriptions[params.uri] = self._backend_subscriptions.get(params.uri, 0) + 1
+        front.subscriptions.add(params.uri)
+        if count == 1:
+            try:
+                forwarded = forward_params(ctx.params, uri=route.name)
+                await self._forward_or_raise(ctx, route, "resources/subscribe", forwarded)
+            except BaseException:
+                front.subscriptions.discard(params.uri)
+                self._backend_subscriptions[params.uri] -= 1
+                raise
+        if not front.subscriptions - {params.uri}:
+            front.connection.exit_stack.push_async_callback(self._drop_subscriptions, front)
         return _for_era(ctx, {})
+
+    async def _drop_subscriptions(self, front: FrontSession) -> None:
+        for uri in list(front.subscriptions):
+            await self._drop_subscription(front, uri)
 
     async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> Json:
         front = self.fronts.of(ctx, current_principal().key)
@@ -558,9 +579,17 @@ class MasterServer:
     async def _on_backend_notification(self, server_id: str, note: types.ServerNotification, owner: object) -> None:
         if isinstance(note, types.ResourceUpdatedNotification):
             uri = self.catalog.uri_to_front(server_id, str(note.params.uri))
-            for front in self.fronts.subscribers(uri):
+            subscribers = self.fronts.subscribers(uri)
+            if server_id in self._per_principal:
+                # A per-user session's news is that user's: to their sessions only, never onto the shared bus.
+                whose = owner.principal if isinstance(owner, Unsolicited) else None
+                if isinstance(owner, FrontCall) and owner.front is not None:
+                    whose = owner.front.principal
+                subscribers = [front for front in subscribers if whose is not None and front.principal == whose]
+            else:
+                await self.bus.publish(ResourceUpdated(uri))
+            for front in subscribers:
                 await front.notify("notifications/resources/updated", {"uri": uri})
-            await self.bus.publish(ResourceUpdated(uri))
         elif isinstance(note, types.LoggingMessageNotification):
             await self._relay_log(server_id, note, owner)
 
@@ -608,6 +637,23 @@ class MasterServer:
 
         self._tg.start_soon(deliver)
 
+    async def _restore(self, connection: BackendConnection) -> None:
+        """A shared backend came back (a new process, a new session): it knows nothing of what the front sessions
+        asked of the old one. Subscribe again, and ask for the log level again."""
+        for uri, count in list(self._backend_subscriptions.items()):
+            route = self.catalog.resolve_resource(uri)
+            if count > 0 and route is not None and route.server_id == connection.server_id:
+                try:
+                    await connection.request("resources/subscribe", {"uri": route.name})
+                except (BackendUnavailable, MCPError) as exc:
+                    logger.info("server %s: re-subscribing after a reconnect failed: %s", connection.server_id, exc)
+        levels = [f.log_level for f in self.fronts if f.log_level in LOG_LEVELS]
+        if levels and connection.capabilities is not None and connection.capabilities.logging is not None:
+            try:
+                await connection.request("logging/setLevel", {"level": min(levels, key=LOG_LEVELS.index)})
+            except (BackendUnavailable, MCPError) as exc:
+                logger.info("server %s: restoring the log level failed: %s", connection.server_id, exc)
+
     def _lists(self) -> tuple[Any, ...]:
         return (self.catalog.tools, (self.catalog.resources, self.catalog.templates), self.catalog.prompts)
 
@@ -618,6 +664,10 @@ class MasterServer:
         if connection is not None:
             caps = connection.capabilities
             self.catalog.set_capability(server_id, "resources", caps is not None and caps.resources is not None)
+            if listing is not None and connection.connects > 1 and self._restored.get(server_id) != connection.connects:
+                self._restored[server_id] = connection.connects
+                if self._tg is not None:
+                    self._tg.start_soon(self._restore, connection)
         if listing is not None:
             self._listed.add(server_id)
         if server_id in self._delegated:

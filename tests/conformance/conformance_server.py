@@ -403,8 +403,7 @@ async def main(port: int) -> None:
             await server.run(read, write, server.create_initialization_options(changes))
         return
     import uvicorn
-
-    from master_mcp.event_store import MemoryEventStore
+    from event_store import MemoryEventStore
 
     app = server.streamable_http_app(event_store=MemoryEventStore(), retry_interval=500)
     await uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")).serve()

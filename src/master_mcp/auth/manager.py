@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from master_mcp.auth.strategies import (
 )
 from master_mcp.config import ConfigError, MasterConfig
 from master_mcp.config.loader import key_path
+from master_mcp.net import is_loopback
 
 
 class StrategyFactory(Protocol):
@@ -44,13 +44,6 @@ _BUILTIN: dict[str, StrategyFactory] = {
 # Strategies whose credential travels as an HTTP header: a stdio child has no such thing.
 _HTTP_ONLY = frozenset({MasterOAuth.name, DelegateOAuth.name, ProxyOAuth.name})
 _STORING = frozenset({DelegateOAuth.name})
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class MultiAuthManager:
@@ -170,7 +163,7 @@ class MultiAuthManager:
             access = await self._verifier.verify_token(header[7:])
             return principal_from(access) if access is not None else None
         client = request.client.host if request.client else None
-        return LOCAL_PRINCIPAL if _is_loopback(client) else None
+        return LOCAL_PRINCIPAL if is_loopback(client) else None
 
     async def _authorized(self, principal: Principal, server_id: str, flow_id: str) -> None:
         if self._on_authorized is not None:

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter
 from master_mcp.backends.transports import open_transport
 from master_mcp.catalog import Listing
 from master_mcp.config.models import ServerConfig
+from master_mcp.version import VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ _MAX_PAGES: Final = 1000
 _REFRESH_DEBOUNCE_S: Final = 0.05
 _BACKOFF_START_S: Final = 0.5
 _BACKOFF_MAX_S: Final = 30.0
-_CLIENT_INFO: Final = types.Implementation(name="master-mcp", version="0.1.0")
+_CLIENT_INFO: Final = types.Implementation(name="master-mcp", version=VERSION)
 _LIST_CHANGED = (
     types.ToolListChangedNotification,
     types.ResourceListChangedNotification,
@@ -272,12 +273,6 @@ class BackendConnection:
             CALLER.reset(token)
             self._inflight.pop(slot, None)
 
-    async def notify(self, method: str, params: Json | None) -> None:
-        session = self._session
-        if session is not None:
-            notification = types.Notification[dict[str, Any] | None, str](method=method, params=params)
-            await session.send_notification(notification)  # type: ignore[arg-type]
-
     # ---- supervision ---------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -464,9 +459,6 @@ class BackendConnection:
         self.state = BackendState.DOWN
         self.last_error = error
         self._on_listing(self.server_id, None)
-
-    def stop(self) -> None:
-        self._stopping = True
 
     def close(self) -> None:
         """End this connection now (its transport closes, a child process exits)."""

@@ -100,9 +100,6 @@ class BackendPool:
         ordered = [known[p] for p in sorted(known, key=lambda p: (len(p), sorted(p)))]
         self._on_listing(server_id, Listing.union(ordered))
 
-    def is_per_principal(self, server_id: str) -> bool:
-        return server_id in self._per_principal_ids
-
     def get(self, server_id: str) -> BackendConnection:
         return self.connections[server_id]
 
@@ -131,7 +128,8 @@ class BackendPool:
         self._sessions.move_to_end(key)
         await connection.first_attempt.wait()
         if connection.state is not BackendState.UP:
-            self._drop(key)
+            if self._sessions.get(key) is connection:  # not one another caller opened since
+                self._drop(key)
             raise BackendUnavailable(f"server {server_id!r} could not be reached: {connection.last_error}")
         return connection
 

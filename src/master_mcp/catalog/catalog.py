@@ -176,9 +176,6 @@ class Catalog:
     def counts(self, server_id: str) -> dict[str, int]:
         return dict(self._counts.get(server_id, {}))
 
-    def servers_with(self, capability: str) -> list[str]:
-        return [sid for sid in self._order if sid in self._listings and self._capable.get((sid, capability))]
-
     def set_capability(self, server_id: str, capability: str, present: bool) -> None:
         self._capable[(server_id, capability)] = present
 
@@ -203,10 +200,7 @@ class Catalog:
         ]
         self._tools, self._tool_routes = self._name_items("tool", tool_pairs)
         self._tool_schemas = {t["name"]: t.get("inputSchema") for t in self._tools}
-        self._tool_idempotent = {
-            t["name"]: isinstance(a := t.get("annotations"), dict) and a.get("idempotentHint") is True
-            for t in self._tools
-        }
+        self._tool_idempotent = {t["name"]: _idempotent_hint(t) for t in self._tools}
 
         prompt_pairs = [(sid, p) for sid in live for p in self._listings[sid].prompts if isinstance(p.get("name"), str)]
         self._prompts, self._prompt_routes = self._name_items("prompt", prompt_pairs)

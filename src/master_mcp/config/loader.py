@@ -81,7 +81,8 @@ def resolve_secrets(
             return node
         found.add(env[name])
         return env[name]
-    if _holds_secret(path):
+    secret = _holds_secret(path)
+    if secret:
         found.add(_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), node))
 
     def substitute(match: re.Match[str]) -> str:
@@ -89,6 +90,8 @@ def resolve_secrets(
         if name not in env:
             problems.append(f"{key_path(path)}: environment variable {name} is not set")
             return match.group(0)
+        if secret or _SECRET_NAME.search(name):
+            found.add(env[name])  # the bare value too: it may be logged without what surrounds it here
         return env[name]
 
     return _VAR.sub(substitute, node)

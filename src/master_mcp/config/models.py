@@ -221,15 +221,6 @@ class MasterConfig(_Strict):
     # Values that must never reach a log line: whatever came from `env:VAR`, headers, child env, auth_config.
     secrets: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
-    @model_validator(mode="after")
-    def _ids_unique(self) -> MasterConfig:
-        seen: set[str] = set()
-        for server in self.servers:
-            if server.id in seen:
-                raise ValueError(f"duplicate server id {server.id!r}")
-            seen.add(server.id)
-        return self
-
     @property
     def base_dir(self) -> Path:
         return self.source.parent if self.source is not None else Path.cwd()

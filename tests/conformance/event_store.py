@@ -1,5 +1,6 @@
-"""Resumable SSE streams for the HTTP front: a bounded in-memory record of what each stream sent, so a client
-whose stream dropped reconnects with `Last-Event-ID` and receives what it missed (SEP-1699)."""
+"""Resumable SSE streams for the conformance backend (SEP-1699): a bounded in-memory record of what each stream
+sent. Test-only: its stream ids are the SDK's, which are not bound to a session, so one store must never be shared
+by the sessions of different users."""
 
 from __future__ import annotations
 
