@@ -289,3 +289,16 @@ async def test_a_crash_loop_marks_the_backend_failed_and_the_rest_keeps_serving(
         assert failed["last_error"].startswith("crash loop (2 failures within 60s)")
         async with Client(url, mode="legacy") as client:
             assert text(await client.call_tool("steady__echo", {"text": "fine"})) == "fine"
+
+
+async def test_metrics_count_what_happened(config: Any) -> None:
+    async with serve_master(config) as (_, url), Client(url, mode="legacy") as client:
+        await client.call_tool("remote__echo", {"text": "m"})
+        await client.call_tool("local__fail", {})
+        async with httpx2.AsyncClient() as http:
+            page = (await http.get(url.replace("/mcp", "/metrics"))).text
+    assert 'master_mcp_requests_total{method="tools/call",outcome="ok",server="remote"} 1.0' in page
+    assert 'master_mcp_requests_total{method="tools/call",outcome="tool_error",server="local"} 1.0' in page
+    assert 'master_mcp_backend_up{server="local"} 1.0' in page
+    assert 'master_mcp_backend_request_seconds_count{method="tools/call",server="remote"} 1.0' in page
+    assert "master_mcp_front_sessions 1.0" in page

@@ -16,10 +16,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from master_mcp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from master_mcp.net import is_loopback
 from master_mcp.server import MasterServer
 
@@ -66,6 +67,9 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(request: Request) -> Response:
+        return Response(master.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     async def readyz(request: Request) -> JSONResponse:
         ready, servers = master.readiness()
         return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
@@ -83,6 +87,7 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
             Route(master.config.master.path, endpoint=protect(master, StreamableHTTPASGIApp(manager))),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             *(flows.routes if flows is not None else []),
         ],
         lifespan=lifespan,

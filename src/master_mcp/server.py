@@ -6,6 +6,7 @@ front request -> catalog.resolve -> auth.prepare -> pool connection -> backend -
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar, get_args
@@ -53,6 +54,7 @@ from master_mcp.delegation import (
     wants_url_elicitation,
 )
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
+from master_mcp.metrics import Metrics
 from master_mcp.relay import (
     Json,
     error_result,
@@ -162,6 +164,7 @@ class MasterServer:
         self._tg: anyio.abc.TaskGroup | None = None
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._retired: list[MultiAuthManager] = []
+        self.metrics = Metrics(self._metric_state)
         self._restored: dict[str, int] = {}  # server id -> the connection count its session state was restored at
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
@@ -245,6 +248,13 @@ class MasterServer:
         async with self.running(), stdio_server() as (read, write):
             await self.lowlevel.run(read, write, self.initialization_options())
 
+    def _metric_state(self) -> dict[str, Any]:
+        servers = []
+        for status in self.pool.status():
+            sessions = self.pool.sessions_of(status["id"]) + (1 if status["state"] == "up" else 0)
+            servers.append({**status, "sessions": sessions})
+        return {"servers": servers, "front_sessions": len(self.fronts)}
+
     def readiness(self) -> tuple[bool, list[Json]]:
         servers = []
         for status in self.pool.status():
@@ -286,7 +296,17 @@ class MasterServer:
 
             return _for_era(ctx, await self.rounds.start(self._tg, principal.key, timeout, call))
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
-        result = await backend.request(method, params, progress=progress, owner=owner, idempotent=idempotent)
+        started = time.perf_counter()
+        try:
+            result = await backend.request(method, params, progress=progress, owner=owner, idempotent=idempotent)
+        except BackendUnavailable:
+            self.metrics.observe(method, route.server_id, "unavailable")
+            raise
+        except MCPError:
+            self.metrics.observe(method, route.server_id, "error", time.perf_counter() - started)
+            raise
+        outcome = "tool_error" if result.get("isError") is True else "ok"
+        self.metrics.observe(method, route.server_id, outcome, time.perf_counter() - started)
         return _for_era(ctx, result)
 
     async def _forward_or_raise(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:
