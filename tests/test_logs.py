@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from mcp import Client
+
 from master_mcp.logs import MASK, RedactingFilter
-from tests.conftest import HttpBackend, stdio_server, write_config
+from tests.conftest import HttpBackend, free_port, stdio_server, wait_for_port, write_config
+
+pytestmark = pytest.mark.anyio
 
 SECRET = "sk-live-7f3a9c2e4b1d"
 
@@ -67,3 +73,26 @@ def test_a_debug_run_never_prints_a_configured_secret(tmp_path: Path) -> None:
     assert "remote" in result.stdout and "dead" in result.stdout
     assert len(result.stderr) > 1000  # debug logging really ran
     assert SECRET not in result.stdout + result.stderr
+
+
+async def test_json_logs_carry_a_request_id_into_backend_calls(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "servers.yaml", stdio_server("one"), port=port, log_level="DEBUG")
+    master = str(Path(sys.executable).with_name("master-mcp"))
+    log = tmp_path / "master.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(  # noqa: ASYNC220 - the master under test runs beside this event loop
+            [master, "serve", "--config", str(config), "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=sink
+        )
+        try:
+            wait_for_port(port, timeout=30)
+            async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
+                await client.call_tool("one__echo", {"text": "traced"})
+        finally:
+            process.terminate()
+            process.wait(10)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "request_id", "message"} <= set(lines[0])
+    sent = next(line for line in lines if line["message"] == "tools/call -> server one")
+    answered = next(line for line in lines if line["message"].startswith("tools/call <- server one: ok"))
+    assert sent["request_id"] != "-" and sent["request_id"] == answered["request_id"]

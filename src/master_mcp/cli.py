@@ -19,9 +19,10 @@ from master_mcp.server import MasterServer
 logger = logging.getLogger("master_mcp")
 
 
-def _load(path: str | None) -> MasterConfig:
+def _load(path: str | None, log_format: str | None = None) -> MasterConfig:
     config = load_config(Path(path) if path else default_config_path())
-    setup_logging(config.master.log_level, config.secrets)
+    fmt = log_format or config.master.log_format
+    setup_logging(config.master.log_level, config.secrets, "json" if fmt == "json" else "text")
     return config
 
 
@@ -33,7 +34,7 @@ def _table(rows: list[list[str]]) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    config = _load(args.config)
+    config = _load(args.config, args.log_format)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         master_settings = config.master.model_copy(update=overrides)
@@ -56,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
-    master = MasterServer(_load(args.config))
+    master = MasterServer(_load(args.config, args.log_format))
     anyio.run(master.run_stdio)
     return 0
 
@@ -69,7 +70,7 @@ async def _connected(config: MasterConfig) -> tuple[MasterServer, bool, list[dic
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.log_format)
     _, ready, servers = anyio.run(_connected, config)
     rows = [["server", "transport", "state", "tools", "resources", "templates", "prompts", "error"]]
     for s in servers:
@@ -88,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.log_format)
     master, _, _ = anyio.run(_connected, config)
     rows = [["tool", "server", "backend name", "title"]]
     for entry in master.catalog.entries():
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve streamable HTTP (default http://127.0.0.1:8000/mcp)")
     serve.add_argument("--config", help=config_help)
+    serve.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--stateless", action="store_true", help="no session state between requests")
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument("--config", help=config_help)
+        command.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
         command.set_defaults(func=func)
     return parser
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
+from typing import Literal
 
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",\s]+")
@@ -48,8 +52,35 @@ class RedactingFilter(logging.Filter):
 
 REDACTOR = RedactingFilter()
 
+# The front request being served: every log line written while serving it (backend calls included) carries it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("master_mcp_request_id", default=None)
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, request id, message (and the traceback, when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), fmt: Literal["text", "json"] = "text") -> None:
     """Send every log line to stderr, through the redactor; idempotent."""
     REDACTOR.add(secrets)
     root = logging.getLogger()
@@ -58,7 +89,9 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         if getattr(handler, "_master_mcp", False):
             return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else text)
+    handler.addFilter(RequestIdFilter())
     handler.addFilter(REDACTOR)
     handler._master_mcp = True  # type: ignore[attr-defined]
     root.addHandler(handler)

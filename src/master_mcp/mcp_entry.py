@@ -22,7 +22,7 @@ class MasterEntry(MCPServer):
 
     def run(self, transport: str = "stdio", **kwargs: Any) -> None:
         config = load_config(default_config_path())
-        setup_logging(config.master.log_level, config.secrets)
+        setup_logging(config.master.log_level, config.secrets, config.master.log_format)
         master = MasterServer(config)
         if transport == "stdio":
             anyio.run(master.run_stdio)

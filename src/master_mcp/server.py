@@ -54,6 +54,7 @@ from master_mcp.delegation import (
     wants_url_elicitation,
 )
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
+from master_mcp.logs import REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
 from master_mcp.relay import (
     Json,
@@ -193,13 +194,20 @@ class MasterServer:
         ]
         for method, params_type, handler in handlers:
             self.lowlevel.add_request_handler(method, params_type, handler)
-        self.lowlevel.middleware.append(self._remember_front)
+        self.lowlevel.middleware.append(self._per_request)
 
-    async def _remember_front(self, ctx: Ctx, call_next: Any) -> Any:
-        # Every session that has said anything can be told about changes, not only those that called a tool.
-        if ctx.request_id is not None and ctx.method != "initialize":
-            self.fronts.of(ctx, current_principal().key)
-        return await call_next(ctx)
+    async def _per_request(self, ctx: Ctx, call_next: Any) -> Any:
+        """Every front request gets an id for its log lines; every session that has said anything can be told
+        about changes, not only those that called a tool."""
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        token = REQUEST_ID.set(new_request_id())
+        try:
+            if ctx.method != "initialize":
+                self.fronts.of(ctx, current_principal().key)
+            return await call_next(ctx)
+        finally:
+            REQUEST_ID.reset(token)
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -297,6 +305,7 @@ class MasterServer:
             return _for_era(ctx, await self.rounds.start(self._tg, principal.key, timeout, call))
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
         started = time.perf_counter()
+        logger.debug("%s -> server %s", method, route.server_id)
         try:
             result = await backend.request(method, params, progress=progress, owner=owner, idempotent=idempotent)
         except BackendUnavailable:
@@ -306,7 +315,9 @@ class MasterServer:
             self.metrics.observe(method, route.server_id, "error", time.perf_counter() - started)
             raise
         outcome = "tool_error" if result.get("isError") is True else "ok"
-        self.metrics.observe(method, route.server_id, outcome, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(method, route.server_id, outcome, elapsed)
+        logger.debug("%s <- server %s: %s in %.1f ms", method, route.server_id, outcome, elapsed * 1000)
         return _for_era(ctx, result)
 
     async def _forward_or_raise(self, ctx: Ctx, route: Route, method: str, params: Json) -> Json:

@@ -99,6 +99,7 @@ class MasterSettings(_Strict):
     namespacing: Namespacing = Namespacing()
     page_size: int = Field(default=1000, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     connect_timeout_s: float = Field(default=15.0, gt=0)
     auth: InboundAuth = InboundAuth()
     store: TokenStoreSettings = TokenStoreSettings()
