@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
@@ -302,3 +303,19 @@ async def test_metrics_count_what_happened(config: Any) -> None:
     assert 'master_mcp_backend_up{server="local"} 1.0' in page
     assert 'master_mcp_backend_request_seconds_count{method="tools/call",server="remote"} 1.0' in page
     assert "master_mcp_front_sessions 1.0" in page
+
+
+async def test_circuit_breaker_opens_fails_fast_and_recovers() -> None:
+    breaker = {"circuit_breaker": {"failure_threshold": 2, "recovery_timeout_s": 1}}
+    config = make_config(stdio_server("flaky", timeout_s=0.3)).model_copy(
+        update={"routing": make_config().routing.model_validate(breaker)}
+    )
+    async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+        for _ in range(2):
+            assert (await client.call_tool("flaky__slow", {"seconds": 5})).is_error
+        refused = await client.call_tool("flaky__echo", {"text": "now?"})
+        assert refused.is_error and "is not being called for now: 2 failures in a row" in text(refused)
+        assert master.readiness()[1][0]["breaker"] == "open"
+        await anyio.sleep(1.1)
+        assert text(await client.call_tool("flaky__echo", {"text": "back"})) == "back"
+        assert master.readiness()[1][0]["breaker"] == "closed"

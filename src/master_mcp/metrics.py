@@ -29,13 +29,17 @@ class _State(Collector):
             "Open backend sessions (shared, per principal, per profile)",
             labels=["server"],
         )
+        breaker = GaugeMetricFamily(
+            "master_mcp_backend_breaker_open", "1 while the backend's circuit breaker refuses calls", labels=["server"]
+        )
         for server in state["servers"]:
             up.add_metric([server["id"]], 1.0 if server["state"] == "up" else 0.0)
+            breaker.add_metric([server["id"]], 0.0 if server.get("breaker", "closed") == "closed" else 1.0)
             restarts.add_metric([server["id"]], float(server.get("restarts", 0)))
             sessions.add_metric([server["id"]], float(server.get("sessions", 0)))
         fronts = GaugeMetricFamily("master_mcp_front_sessions", "Front sessions that can be sent notifications")
         fronts.add_metric([], float(state["front_sessions"]))
-        yield from (up, restarts, sessions, fronts)
+        yield from (up, restarts, sessions, breaker, fronts)
 
 
 class Metrics:

@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from pydantic import TypeAdapter
 
+from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
 from master_mcp.backends.transports import open_transport
 from master_mcp.catalog import Listing
 from master_mcp.config.models import ServerConfig
@@ -163,6 +164,7 @@ class BackendConnection:
         profile: Profile = NO_PROFILE,
         relay: RequestRelay | None = None,
         principal: tuple[str, str] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.server = server
         self.server_id = server.id
@@ -176,6 +178,7 @@ class BackendConnection:
         self.restarts = 0
         self.profile = profile
         self.principal = principal
+        self.breaker = breaker
         self._relay = relay
         self._inflight: dict[int, object] = {}
         self._scope: anyio.CancelScope | None = None
@@ -213,6 +216,31 @@ class BackendConnection:
         restarted), the session is opened again, and an idempotent request (`idempotent`, by default: every
         method but `tools/call`) is sent once more on the new one.
         """
+        breaker = self.breaker
+        if breaker is not None:
+            try:
+                breaker.check()
+            except CircuitOpen as exc:
+                raise BackendUnavailable(f"server {self.server_id!r} is not being called for now: {exc}") from None
+        try:
+            result = await self._retrying(method, params, timeout_s, progress, owner, idempotent)
+        except BackendUnavailable:
+            if breaker is not None:
+                breaker.record(ok=False)
+            raise
+        if breaker is not None:
+            breaker.record(ok=True)
+        return result
+
+    async def _retrying(
+        self,
+        method: str,
+        params: Json | None,
+        timeout_s: float | None,
+        progress: ProgressFnT | None,
+        owner: object,
+        idempotent: bool | None,
+    ) -> Json:
         try:
             return await self._request_once(method, params, timeout_s, progress, owner)
         except _SessionExpired:
@@ -369,7 +397,8 @@ class BackendConnection:
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
-            page = await self.request(method, {"cursor": cursor} if cursor else None)
+            # Discovery is the supervisor's own business: no breaker, no retry.
+            page = await self._request_once(method, {"cursor": cursor} if cursor else None, None, None, None)
             items.extend(item for item in page.get(key, []) if isinstance(item, dict))
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or cursor in seen:
@@ -473,5 +502,6 @@ class BackendConnection:
             "state": self.state.value,
             "connects": self.connects,
             "restarts": self.restarts,
+            "breaker": self.breaker.state.value if self.breaker is not None else "closed",
             "last_error": self.last_error,
         }

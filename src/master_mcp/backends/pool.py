@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 import httpx2
 
+from master_mcp.backends.breaker import CircuitBreaker
 from master_mcp.backends.connection import (
     NO_PROFILE,
     BackendConnection,
@@ -51,6 +52,8 @@ class BackendPool:
         self._relay = relay
         self._shared_auth = shared_auth
         self._listings: dict[str, dict[Profile, Listing]] = {}
+        # One breaker per backend, shared by all its sessions: it is the backend that fails, not a session.
+        self._breakers = {s.id: CircuitBreaker(config.routing.circuit_breaker) for s in config.servers}
         self._per_principal_ids = {s.id for s in config.servers if per_principal(s.id)}
         self.connections: dict[str, BackendConnection] = {
             server.id: self._new(server.id, shared_auth(server.id), reconnect=True)
@@ -85,6 +88,7 @@ class BackendPool:
             profile=profile,
             relay=self._relay,
             principal=principal,
+            breaker=self._breakers[server_id],
         )
 
     def _merge_listing(self, server_id: str, profile: Profile, listing: Listing | None, *, shared: bool) -> None:

@@ -90,6 +90,16 @@ class SessionSettings(_Strict):
     idle_timeout_s: float = Field(default=900.0, gt=0)
 
 
+class CircuitBreakerSettings(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)
+    recovery_timeout_s: float = Field(default=30.0, gt=0)
+    half_open_max_calls: int = Field(default=1, ge=1)
+
+
+class Routing(_Strict):
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+
+
 class MasterSettings(_Strict):
     name: str = "master-mcp"
     host: str = "127.0.0.1"
@@ -217,6 +227,7 @@ class ServerConfig(_Strict):
 
 class MasterConfig(_Strict):
     master: MasterSettings = MasterSettings()
+    routing: Routing = Routing()
     servers: list[ServerConfig] = []
     source: Path | None = Field(default=None, exclude=True)
     # Values that must never reach a log line: whatever came from `env:VAR`, headers, child env, auth_config.
