@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -190,3 +191,32 @@ def test_default_config_works_from_the_repository_root() -> None:
         ["notes", "stdio", "up"],
         ["docs", "stdio", "up"],
     ]
+
+
+async def test_sigterm_lets_the_call_in_flight_finish_and_leaves_no_child(tmp_path: Path) -> None:
+    marker = f"graceful-{tmp_path.name}"
+    port = free_port()
+    config = write_config(tmp_path / "servers.yaml", stdio_server("one", "--name", marker), port=port)
+    process = subprocess.Popen(  # noqa: ASYNC220 - the master under test runs beside this event loop
+        [MASTER, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
+            await client.list_tools()  # so the client's own check of the result needs no request after SIGTERM
+            results: list[str] = []
+
+            async def call() -> None:
+                result = await client.call_tool("one__slow", {"seconds": 1.0})
+                results.append(result.content[0].text)  # type: ignore[union-attr]
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.sleep(0.3)
+                process.terminate()
+        assert results == ["slept 1.0"]
+    finally:
+        with anyio.fail_after(30):
+            while process.poll() is None:  # noqa: ASYNC110 - a process seen from outside
+                await anyio.sleep(0.05)
+    assert processes_with(marker) == []

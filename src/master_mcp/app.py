@@ -18,7 +18,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from master_mcp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from master_mcp.net import is_loopback
@@ -42,6 +42,24 @@ def transport_security(master: MasterServer) -> TransportSecuritySettings:
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=sorted(hosts), allowed_origins=sorted(origins)
     )
+
+
+class RefuseWhileDraining:
+    """While the master drains for shutdown, new requests (POSTs) get 503 with a JSON-RPC error; streams and calls
+    already under way go on.
+
+    A class, not a function: Starlette would take a plain function for a request handler, not an ASGI app."""
+
+    def __init__(self, master: MasterServer, endpoint: ASGIApp) -> None:
+        self._master = master
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._master.draining and scope["type"] == "http" and scope["method"] == "POST":
+            body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "the master is shutting down"}}
+            await JSONResponse(body, status_code=503, headers={"retry-after": "1"})(scope, receive, send)
+            return
+        await self._endpoint(scope, receive, send)
 
 
 def protect(master: MasterServer, endpoint: ASGIApp) -> ASGIApp:
@@ -84,7 +102,10 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         # Every route, not only /mcp, answers only to the names it is reached by (DNS rebinding).
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(master))],
         routes=[
-            Route(master.config.master.path, endpoint=protect(master, StreamableHTTPASGIApp(manager))),
+            Route(
+                master.config.master.path,
+                endpoint=RefuseWhileDraining(master, protect(master, StreamableHTTPASGIApp(manager))),
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

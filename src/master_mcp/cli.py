@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import anyio
+import uvicorn
 
 from master_mcp.app import create_app, is_loopback
 from master_mcp.auth.crypto import new_key
@@ -17,6 +20,7 @@ from master_mcp.logs import setup_logging
 from master_mcp.server import MasterServer
 
 logger = logging.getLogger("master_mcp")
+SHUTDOWN_GRACE_S = 10
 
 
 def _load(path: str | None, log_format: str | None = None) -> MasterConfig:
@@ -31,9 +35,28 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT the master first drains (calls in flight finish, new ones are refused), then uvicorn
+    stops: left to itself it would cut open response streams short."""
 
+    def __init__(self, config: uvicorn.Config, master: MasterServer) -> None:
+        super().__init__(config)
+        self._master = master
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._master.draining:  # a second signal: stop now
+            super().handle_exit(sig, frame)
+            return
+        loop = asyncio.get_event_loop()
+
+        async def drain_then_exit() -> None:
+            await self._master.drain(SHUTDOWN_GRACE_S)
+            super(DrainingServer, self).handle_exit(sig, frame)
+
+        self._drain = loop.create_task(drain_then_exit())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config, args.log_format)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
@@ -50,7 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.warning("serving on %s with no inbound authentication: anyone who can reach it can use it", host)
     master = MasterServer(config)
     app = create_app(master, stateless=args.stateless, json_response=args.json_response)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    # On SIGTERM/SIGINT: stop accepting, give in-flight requests (and open streams) a bounded time, then close.
+    settings = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+    )
+    server = DrainingServer(settings, master)
     logger.info("serving MCP at http://%s:%d%s", host, port, config.master.path)
     server.run()
     return 0

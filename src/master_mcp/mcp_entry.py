@@ -38,7 +38,9 @@ class MasterEntry(MCPServer):
             raise SystemExit(
                 f"refusing to serve on {settings.host} without inbound auth; use `master-mcp serve --allow-remote`"
             )
-        uvicorn.run(create_app(master), host=settings.host, port=settings.port, log_config=None)
+        uvicorn.run(
+            create_app(master), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+        )
 
 
 mcp = MasterEntry("master-mcp")

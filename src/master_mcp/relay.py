@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+
 Json = dict[str, Any]
 UriMap = Callable[[str], str]
 
@@ -14,8 +17,27 @@ _FRONT_HOP_PREFIX = "io.modelcontextprotocol/"
 _FRONT_HOP_KEYS = frozenset({"progressToken"})
 
 
+MAX_DEPTH = 100
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply a JSON value nests (iteratively: a hostile value must not exhaust the stack here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def forward_params(params: Mapping[str, Any] | None, **replace: Any) -> Json:
-    """The params to send to a backend: the client's, with names replaced and front-hop `_meta` removed."""
+    """The params to send to a backend: the client's, with names replaced and front-hop `_meta` removed.
+
+    Nesting is bounded: a front may accept more depth than a backend's parser, which would drop the request
+    unanswered and leave the caller waiting for a timeout."""
+    if params is not None and nesting_depth(params) > MAX_DEPTH:
+        raise MCPError(types.INVALID_PARAMS, f"params nest deeper than {MAX_DEPTH} levels")
     out: Json = dict(params or {})
     out.update(replace)
     meta = out.get("_meta")

@@ -76,7 +76,7 @@ _R = TypeVar("_R", bound=BaseModel)
 def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
     start = 0
     if cursor is not None:
-        if not cursor.isdigit() or int(cursor) > len(items):
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 12) or int(cursor) > len(items):
             raise MCPError(types.INVALID_PARAMS, f"invalid cursor {cursor!r}")
         start = int(cursor)
     end = start + size
@@ -166,7 +166,9 @@ class MasterServer:
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._retired: list[MultiAuthManager] = []
         self.metrics = Metrics(self._metric_state)
-        self._restored: dict[str, int] = {}  # server id -> the connection count its session state was restored at
+        self._restored: dict[str, int] = {}
+        self.in_flight = 0  # front requests being served (the middleware counts them)
+        self.draining = False  # server id -> the connection count its session state was restored at
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
         self.attach_auth_manager(auth or MultiAuthManager())
@@ -202,12 +204,21 @@ class MasterServer:
         if ctx.request_id is None:
             return await call_next(ctx)
         token = REQUEST_ID.set(new_request_id())
+        self.in_flight += 1
         try:
             if ctx.method != "initialize":
                 self.fronts.of(ctx, current_principal().key)
             return await call_next(ctx)
         finally:
+            self.in_flight -= 1
             REQUEST_ID.reset(token)
+
+    async def drain(self, grace_s: float) -> None:
+        """Before shutting down: refuse new requests, and give those in flight up to `grace_s` to finish."""
+        self.draining = True
+        with anyio.move_on_after(grace_s):
+            while self.in_flight:  # noqa: ASYNC110 - a count kept by the request middleware
+                await anyio.sleep(0.05)
 
     # ---- public API ----------------------------------------------------------------------------------------------
 

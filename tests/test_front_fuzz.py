@@ -1,0 +1,575 @@
+"""Malformed JSON-RPC and oversized bodies at the HTTP front: never a crash, never a 5xx without a JSON-RPC error.
+
+A deterministic generator (one seeded `random.Random`, so every run sends the same cases) builds a few thousand
+POST bodies and header sets: raw junk, broken JSON, wrong types in every envelope field, batches, posted responses,
+unknown methods, valid-looking requests with bad params, huge strings and deep nesting. They go to one real
+master through four doors: no session (legacy era), a live legacy session, a forged session id, and the
+2026-07-28 per-request envelope (headers agreeing with the body, so the requests reach the master's handlers).
+Afterwards an SDK client must still be served and the master must still be ready. Bodies over the 4 MiB limit,
+declared or streamed, must be refused with 413 at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from master_mcp.server import MasterServer
+from tests.conftest import make_config, serve_master, stdio_server
+
+pytestmark = pytest.mark.anyio
+
+SEED = 1234
+CASES = 3000
+CASE_TIMEOUT_S = 10.0
+# Cases go out in lanes side by side, each lane in order and on its own legacy session.
+LANES = 8
+ACCEPT = "application/json, text/event-stream"
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+ENVELOPE: dict[str, Any] = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientInfo": {"name": "fuzz", "version": "0"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+SESSION = "<the live session>"  # replaced by the id of the live legacy session when the case is sent
+BODY_LIMIT = 4 * 1024 * 1024  # the SDK's default request body limit, which the master keeps
+
+# Valid requests (and notifications) of every method the master serves, to be broken by the mutations below.
+TEMPLATES: dict[str, dict[str, Any] | None] = {
+    "initialize": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "0"}},
+    "ping": None,
+    "tools/list": {},
+    "tools/call": {"name": "one__echo", "arguments": {"text": "fuzz"}},
+    "resources/list": {"cursor": "0"},
+    "resources/templates/list": {},
+    "resources/read": {"uri": "one+fixture://item/7"},
+    "resources/subscribe": {"uri": "one+fixture://static"},
+    "resources/unsubscribe": {"uri": "one+fixture://static"},
+    "prompts/list": {},
+    "prompts/get": {"name": "one__greet", "arguments": {"name": "Ada"}},
+    "completion/complete": {
+        "ref": {"type": "ref/prompt", "name": "one__greet"},
+        "argument": {"name": "name", "value": "al"},
+    },
+    "logging/setLevel": {"level": "warning"},
+}
+NOTIFICATIONS: dict[str, dict[str, Any] | None] = {
+    "notifications/initialized": None,
+    "notifications/cancelled": {"requestId": 1, "reason": "fuzz"},
+    "notifications/progress": {"progressToken": "t", "progress": 1},
+    "notifications/roots/list_changed": {},
+}
+# Fixture tools that are quick and harmless; the others sleep, exit, change the catalog or ask the client back.
+TOOLS = ["one__echo", "one__add", "one__search", "one__fail", "one__links", "one__show_meta", "one__request_counts"]
+NAMES = [*TOOLS, "one__greet", "nope__echo", "one__", "__echo", "one", "", "one__echo\u0000", "ONE__ECHO"]
+URIS = ["one+fixture://static", "one+fixture://item/1", "one+fixture://item/", "fixture://static", "zzz://x", ""]
+# Never produced: a tool that sleeps, exits, registers tools or waits for the client, or an endless listen stream.
+UNSAFE = (b"one__slow", b"one__crash", b"one__ask_", b"one__client_roots", b"one__add_tool_later", b"listen")
+CURSORS = ["0", "1", "-1", "99999", "x", "", " 1", "1.5", "\u00b2", "\u0663", "9" * 5000, "0" * 100]
+JSON_JUNK = [
+    b"",
+    b" ",
+    b"\n\t ",
+    b"null",
+    b"true",
+    b"0",
+    b"-0",
+    b"1e999999",
+    b"9" * 5000,
+    b"NaN",
+    b"-Infinity",
+    b'"just a string"',
+    b"[]",
+    b"{}",
+    b"[{}]",
+    b"[[]]",
+    b"{",
+    b"}",
+    b'{"jsonrpc"',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping"',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping"} {"jsonrpc": "2.0", "id": 2, "method": "ping"}',
+    b'{"jsonrpc": "2.0", "id": 1, "id": 2, "method": "ping", "method": "tools/list"}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "\\ud800"}',
+    b'{"jsonrpc": "2.0", "id": "\\udfff\\ud800", "method": "ping"}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping\\u0000"}',
+    b'\xef\xbb\xbf{"jsonrpc": "2.0", "id": 1, "method": "ping"}',
+    b'{"jsonrpc": "2.0", "id": 1, "method": "p\xffng"}',
+    b"\xff\xfe\x00\x00",
+    b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": {"progressToken": 1e400}}}',
+    b'{"jsonrpc": "2.0", "id": 1e400, "method": "ping"}',
+    b'{"jsonrpc": "2.0", "id": 123456789012345678901234567890, "method": "ping"}',
+]
+CONTENT_TYPES = [
+    None,
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/jsonx",
+    "application/json; charset=latin-1",
+    "APPLICATION/JSON",
+    "application/json-seq",
+    "",
+]
+ACCEPTS = [None, "application/json", "text/event-stream", "*/*", "text/html", "", "application/json;q=0"]
+VERSIONS = ["", "garbage", "2024-11-05", "2025-03-26", "2025-06-18", LEGACY, MODERN, "2999-01-01", "x" * 4000]
+
+
+@dataclass
+class Case:
+    index: int
+    door: str  # "fresh" (no session), "session" (a live legacy session), "forged" (unknown session id), "modern"
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        body = self.body if len(self.body) <= 300 else self.body[:300] + b"...(%d bytes)" % len(self.body)
+        headers = [(k, v if len(v) <= 80 else v[:80] + "...") for k, v in self.headers]
+        return f"case {self.index} ({self.door}) headers={headers} body={body!r}"
+
+
+# ---- the generator -------------------------------------------------------------------------------------------------
+
+
+def random_text(rng: random.Random, size: int | None = None) -> str:
+    size = rng.choice([0, 1, 3, 8, 40, 300]) if size is None else size
+    alphabet = rng.choice(
+        [
+            string.ascii_letters + string.digits + "_/-.:+",
+            string.printable,
+            "\u0000\u0001\u001f\u007f\u00ff\u2028\u2029\ufeff\ufffd\u202e",
+            "abc\u00e9\u4e2d\U0001f600",
+        ]
+    )
+    return "".join(rng.choice(alphabet) for _ in range(size))
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["null", "bool", "int", "float", "text", "list", "object"] if depth < 3 else ["null", "int", "text"]
+    kind = rng.choice(kinds)
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, -1, 1, 2**31, 2**63, -(2**63) - 1, 2**64, 10**30, rng.randint(-1000, 1000)])
+    if kind == "float":
+        return rng.choice([0.5, -0.0, 1e308, -1e-308, 1.0, float("nan"), float("inf"), float("-inf")])
+    if kind == "text":
+        return random_text(rng)
+    if kind == "list":
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {random_text(rng, rng.randint(0, 8)): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def nested(rng: random.Random, depth: int) -> str:
+    """A stand-in for a deeply nested value, spliced in as text by `encode` (Python cannot copy or dump it)."""
+    return f"@@deep:{depth}:{rng.choice('lo')}@@"
+
+
+def splice_nesting(raw: bytes) -> bytes:
+    for marker in re.findall(rb'"@@deep:(\d+):([lo])@@"', raw):
+        depth, kind = int(marker[0]), marker[1]
+        opener, closer = (b"[", b"]") if kind == b"l" else (b'{"a":', b"}")
+        raw = raw.replace(b'"@@deep:%s:%s@@"' % marker, opener * depth + b"1" + closer * depth, 1)
+    return raw
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place inside a JSON value (dict keys and list indexes) that a mutation can replace or delete."""
+    found: list[tuple[Any, ...]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in items:
+        found.append((*prefix, key))
+        found += paths(child, (*prefix, key))
+    return found
+
+
+def replace(document: Any, path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        document = document[key]
+    document[path[-1]] = value
+
+
+def delete(document: Any, path: tuple[Any, ...]) -> None:
+    for key in path[:-1]:
+        document = document[key]
+    del document[path[-1]]
+
+
+def template(rng: random.Random, modern: bool) -> dict[str, Any]:
+    if rng.random() < 0.15:
+        method, params = rng.choice(list(NOTIFICATIONS.items()))
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    else:
+        method, params = rng.choice(list(TEMPLATES.items()))
+        message = {"jsonrpc": "2.0", "id": rng.choice([1, 2, 77, "a", "req-1", 0]), "method": method}
+    params = copy.deepcopy(params)
+    if method == "tools/call" and params is not None:
+        params["name"] = rng.choice(TOOLS)
+        params["arguments"] = rng.choice([{"text": "x"}, {"a": 1, "b": 2}, {"query": "q"}, {"reason": "r"}, {}])
+    if modern:
+        params = {**(params or {}), "_meta": copy.deepcopy(ENVELOPE)}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+# Envelope mutations (0-4, 10, 11) are mostly refused before any handler runs; params mutations reach handlers.
+MUTATION_WEIGHTS = [1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 1, 1, 3, 1, 1]
+
+
+def mutate(rng: random.Random, message: dict[str, Any]) -> Any:
+    """One structural mutation of a valid message; the result may be any JSON value."""
+    op = rng.choices(range(15), weights=MUTATION_WEIGHTS)[0]
+    params = message.get("params")
+    if op == 0:
+        message["jsonrpc"] = rng.choice(["1.0", "2", 2.0, None, "", "2.0 ", random_value(rng)])
+    elif op == 1:
+        message["id"] = rng.choice([None, 1.5, True, [], {}, "", -1, 2**70, "x" * 10_000, random_value(rng)])
+    elif op == 2:
+        message.pop(rng.choice(["jsonrpc", "id", "method", "params"]), None)
+    elif op == 3:
+        message["method"] = rng.choice(
+            ["", "nope", "tools/", "/tools/call", "TOOLS/LIST", "rpc.discover", "$/cancelRequest", random_value(rng)]
+        )
+    elif op == 4:
+        message["params"] = rng.choice([[], [1, 2], "params", 0, None, True, random_value(rng)])
+    elif op in (5, 6, 7) and isinstance(params, dict) and (places := paths(params)):
+        place = rng.choice(places)
+        if op == 7:
+            delete(params, place)
+        else:
+            replace(params, place, random_value(rng))
+    elif op == 8 and isinstance(params, dict):
+        key = rng.choice(["name", "uri", "cursor", "arguments", "level", "ref", "argument", "_meta", "task"])
+        pool: list[Any] = {"name": NAMES, "uri": URIS, "cursor": CURSORS}.get(key, [])
+        params[key] = rng.choice(pool) if pool and rng.random() < 0.7 else random_value(rng)
+    elif op == 9:
+        target = params if isinstance(params, dict) and rng.random() < 0.5 else message
+        target[random_text(rng, rng.randint(1, 10))] = random_value(rng)
+    elif op == 10:
+        message.pop("method", None)
+        message.setdefault("id", 1)
+        if rng.random() < 0.5:
+            message["result"] = random_value(rng)
+        else:
+            message["error"] = rng.choice([{"code": -32600, "message": "x"}, {"code": "x"}, random_value(rng)])
+    elif op == 11:
+        return rng.choice([[message], [message, copy.deepcopy(message)], [message, 1], [[message]]])
+    elif op == 12 and isinstance(params, dict):
+        meta = params.setdefault("_meta", {})
+        if isinstance(meta, dict):
+            meta[rng.choice(["progressToken", *ENVELOPE])] = random_value(rng)
+        else:
+            params["_meta"] = random_value(rng)
+    elif op == 13:
+        size = rng.choice([64 * 1024, 512 * 1024]) if rng.random() < 0.9 else BODY_LIMIT - 64 * 1024
+        text = "x" * size
+        if isinstance(params, dict) and message.get("method") == "tools/call":
+            params["arguments"] = {"text": text}
+        else:
+            message[rng.choice(["method", "id", "extra"])] = text
+    elif op == 14:
+        # ~200-250 is covered by its own test at the end (deeper than a stdio backend's parser takes).
+        depth = rng.choice([20, 150, 300, 600, 950, 5000])
+        if isinstance(params, dict):
+            params[rng.choice(["arguments", "_meta", "cursor", "extra"])] = nested(rng, depth)
+        else:
+            message["params"] = nested(rng, depth)
+    return message
+
+
+def encode(rng: random.Random, document: Any) -> bytes:
+    raw = json.dumps(document, ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
+    raw = splice_nesting(raw)
+    if rng.random() >= 0.15 or not raw:
+        return raw
+    op = rng.randrange(6)
+    at = rng.randrange(len(raw))
+    if op == 0:
+        return raw[:at]  # truncated
+    if op == 1:
+        return raw[:at] + bytes([rng.randrange(256)]) + raw[at + 1 :]  # one byte flipped
+    if op == 2:
+        return raw[:at] + rng.randbytes(rng.randint(1, 8)) + raw[at:]  # garbage inserted
+    if op == 3:
+        return raw + rng.choice([b",", b"]", b"}", b"\x00", b" trailing", raw])
+    if op == 4:
+        return raw.decode("utf-8", "surrogatepass").encode("utf-16")  # not UTF-8 at all
+    return raw.replace(b'"', b"'")  # Python-style quotes
+
+
+def raw_junk(rng: random.Random) -> bytes:
+    op = rng.randrange(4)
+    if op == 0:
+        return rng.choice(JSON_JUNK)
+    if op == 1:
+        return rng.randbytes(rng.choice([1, 7, 64, 1024]))
+    if op == 2:
+        depth = rng.choice([100, 1000, 10_000, 200_000])
+        opener, closer = rng.choice([(b"[", b"]"), (b'{"a":', b"}")])
+        return opener * depth + b"1" + closer * depth * rng.randint(0, 1)
+    return random_text(rng, rng.randint(1, 200)).encode("utf-8", "surrogatepass")
+
+
+def routing_headers(body: bytes) -> list[tuple[str, str]]:
+    """The 2026-07-28 headers that agree with the body, where the body has what they mirror."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(document, dict):
+        return []
+    method = document.get("method")
+    params = document.get("params")
+    name = params.get("uri" if method == "resources/read" else "name") if isinstance(params, dict) else None
+    # Header values stay printable ASCII and short: uvicorn refuses request heads over 64 KiB before any app runs.
+    mirrored = [("mcp-method", method), ("mcp-name", name)]
+    return [(k, v) for k, v in mirrored if isinstance(v, str) and v.isascii() and v.isprintable() and len(v) < 4096]
+
+
+def header_noise(rng: random.Random, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    op = rng.randrange(6)
+    if op == 0:
+        headers = [(k, v) for k, v in headers if k != "content-type"]
+        if (content_type := rng.choice(CONTENT_TYPES)) is not None:
+            headers.append(("content-type", content_type))
+    elif op == 1:
+        headers = [(k, v) for k, v in headers if k != "accept"]
+        if (accept := rng.choice(ACCEPTS)) is not None:
+            headers.append(("accept", accept))
+    elif op == 2:
+        headers = [(k, v) for k, v in headers if k != "mcp-protocol-version"]
+        headers.append(("mcp-protocol-version", rng.choice(VERSIONS)))
+    elif op == 3 and headers:
+        headers.append(rng.choice(headers))  # a header twice
+    elif op == 4:
+        headers.append((rng.choice(["mcp-method", "mcp-name", "last-event-id"]), random_text(rng, 8).strip()))
+    else:
+        headers.append(("mcp-param-" + rng.choice(["text", "a", "x"]), rng.choice(["1", "=?base64?!!?=", ""])))
+    return [(k, v) for k, v in headers if v.isascii() and v.isprintable()]
+
+
+def generate(count: int, seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases: list[Case] = []
+    for index in range(count):
+        door = rng.choices(["fresh", "session", "forged", "modern"], weights=[25, 35, 10, 30])[0]
+        if rng.random() < 0.12:
+            body = raw_junk(rng)
+        else:
+            document: Any = template(rng, modern=door == "modern")
+            for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):
+                if not isinstance(document, dict):
+                    break
+                document = mutate(rng, document)
+            body = encode(rng, document)
+        if any(word in body for word in UNSAFE):
+            body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+        headers = [("accept", ACCEPT), ("content-type", "application/json")]
+        if door == "modern":
+            headers += [("mcp-protocol-version", MODERN), *routing_headers(body)]
+        elif door == "session":
+            headers += [("mcp-session-id", SESSION), ("mcp-protocol-version", LEGACY)]
+        elif door == "forged":
+            forged = rng.choice(["0" * 32, "ab" * 16, "not-a-session", "x" * 5000, "-1", "../../etc/passwd"])
+            headers.append(("mcp-session-id", forged))
+        if rng.random() < 0.15:
+            headers = header_noise(rng, headers)
+        cases.append(Case(index, door, body, headers))
+    return cases
+
+
+# ---- sending and judging -------------------------------------------------------------------------------------------
+
+
+def is_jsonrpc_error(content_type: str, body: bytes) -> bool:
+    """Whether a body is (or, for an event stream, carries) a JSON-RPC error object."""
+    documents = [body]
+    if content_type.startswith("text/event-stream"):
+        documents = [line[5:] for line in body.splitlines() if line.startswith(b"data:")]
+    for raw in documents:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        error = doc.get("error")
+        if doc.get("jsonrpc") == "2.0" and "id" in doc and isinstance(error, dict):
+            if isinstance(error.get("code"), int) and isinstance(error.get("message"), str):
+                return True
+    return False
+
+
+@dataclass
+class Outcome:
+    status: int
+    content_type: str
+    body: bytes
+    session_id: str | None
+
+
+async def post(
+    http: httpx2.AsyncClient, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes]
+) -> Outcome:
+    with anyio.fail_after(CASE_TIMEOUT_S):
+        async with http.stream("POST", url, headers=headers, content=body) as response:
+            content = await response.aread()
+    return Outcome(
+        response.status_code, response.headers.get("content-type", ""), content, response.headers.get("mcp-session-id")
+    )
+
+
+async def open_session(http: httpx2.AsyncClient, url: str) -> str:
+    """A legacy session opened by hand (initialize, then notifications/initialized), as the SDK client does."""
+    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": TEMPLATES["initialize"]}
+    headers = [("accept", ACCEPT), ("content-type", "application/json")]
+    opened = await post(http, url, headers, json.dumps(hello).encode())
+    assert opened.status == 200 and opened.session_id, opened
+    session = [*headers, ("mcp-session-id", opened.session_id), ("mcp-protocol-version", LEGACY)]
+    ready = await post(http, url, session, b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+    assert ready.status == 202, ready
+    return opened.session_id
+
+
+async def close_session(http: httpx2.AsyncClient, url: str, session_id: str) -> None:
+    headers = {"mcp-session-id": session_id, "mcp-protocol-version": LEGACY}
+    with anyio.fail_after(CASE_TIMEOUT_S):
+        await http.delete(url, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def front() -> AsyncIterator[tuple[MasterServer, str]]:
+    """One master for the module: every test leaves it as it found it, serving."""
+    async with serve_master(make_config(stdio_server("one"))) as (master, url):
+        yield master, url
+
+
+async def still_serving(master: MasterServer, url: str) -> list[str]:
+    """What is wrong with the master now, if anything: an SDK client of each era must be served, and it is ready."""
+    problems: list[str] = []
+    for mode in ("legacy", MODERN):
+        try:
+            with anyio.fail_after(30):
+                async with Client(url, mode=mode) as client:
+                    result = await client.call_tool("one__echo", {"text": "alive"})
+            block = result.content[0]
+            if not isinstance(block, types.TextContent) or block.text != "alive":
+                problems.append(f"{mode} client: echo answered {result!r}")
+        except Exception as exc:
+            problems.append(f"{mode} client: {type(exc).__name__}: {exc}")
+    ready, servers = master.readiness()
+    if not ready:
+        problems.append(f"master not ready afterwards: {servers}")
+    return problems
+
+
+async def run_lane(
+    http: httpx2.AsyncClient, url: str, cases: list[Case], failures: list[str], seen: Counter[tuple[str, int]]
+) -> None:
+    """Send `cases` one after the other, each "session" case on this lane's own live legacy session."""
+    session_id = await open_session(http, url)
+    last_session_case: Case | None = None
+    for case in cases:
+        headers = [(k, session_id if v == SESSION else v) for k, v in case.headers]
+        try:
+            outcome = await post(http, url, headers, case.body)
+        except TimeoutError:
+            failures.append(f"no answer within {CASE_TIMEOUT_S}s: {case.describe()}")
+            continue
+        except httpx2.HTTPError as exc:
+            failures.append(f"{type(exc).__name__} {exc}: {case.describe()}")
+            continue
+        seen[case.door, outcome.status] += 1
+        if outcome.status >= 500 and not is_jsonrpc_error(outcome.content_type, outcome.body):
+            answer = f"{outcome.status} {outcome.content_type!r} {outcome.body[:300]!r}"
+            failures.append(f"{answer} without a JSON-RPC error: {case.describe()}")
+        if case.door == "session" and outcome.status == 404 and b"Session not found" in outcome.body:
+            # The live session is gone: the session case before this one ended it. Say so, then go on.
+            culprit = last_session_case.describe() if last_session_case else "the opening"
+            failures.append(f"the live session was lost after {culprit}")
+            session_id = await open_session(http, url)
+        if case.door == "session":
+            last_session_case = case
+        if outcome.status < 300 and outcome.session_id not in (None, session_id):
+            await close_session(http, url, outcome.session_id)  # a fuzzed initialize opened a session
+    await close_session(http, url, session_id)
+
+
+async def test_malformed_posts_get_answers_not_crashes(front: tuple[MasterServer, str]) -> None:
+    master, url = front
+    cases = generate(CASES, SEED)
+    failures: list[str] = []
+    seen: Counter[tuple[str, int]] = Counter()
+    started = time.monotonic()
+    async with httpx2.AsyncClient(timeout=CASE_TIMEOUT_S) as http, anyio.create_task_group() as tg:
+        for lane in range(LANES):
+            tg.start_soon(run_lane, http, url, cases[lane::LANES], failures, seen)
+    print(f"{len(cases)} cases in {time.monotonic() - started:.1f}s; (door, status): count {sorted(seen.items())}")
+    failures += await still_serving(master, url)
+    assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures[:20])
+
+
+async def stream(size: int) -> AsyncIterator[bytes]:
+    chunk = b"x" * 65536
+    for _ in range(size // len(chunk) + 1):
+        yield chunk
+
+
+@pytest.mark.parametrize("door", ["fresh", "modern"])
+@pytest.mark.parametrize("size", [BODY_LIMIT + 1, 5 * 1024 * 1024])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_oversized_bodies_are_refused_quickly(
+    front: tuple[MasterServer, str], door: str, size: int, declared: bool
+) -> None:
+    master, url = front
+    headers = [("accept", ACCEPT), ("content-type", "application/json")]
+    if door == "modern":
+        headers += [("mcp-protocol-version", MODERN), ("mcp-method", "tools/call"), ("mcp-name", "one__echo")]
+    prefix = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "one__echo", "arguments": '
+    prefix += b'{"text": "'
+    body = prefix + b"x" * (size - len(prefix) - 4) + b'"}}}'
+    assert len(body) == size
+    started = time.monotonic()
+    async with httpx2.AsyncClient(timeout=CASE_TIMEOUT_S) as http:
+        content: bytes | AsyncIterator[bytes] = body if declared else stream(size)
+        outcome = await post(http, url, headers, content)
+    assert outcome.status == 413, outcome
+    assert time.monotonic() - started < 5
+    assert not await still_serving(master, url)
+
+
+async def test_nesting_deeper_than_backends_parse_is_refused_at_once(front: tuple[MasterServer, str]) -> None:
+    _, url = front
+    deep = "[" * 220 + "1" + "]" * 220
+    body = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "one__echo", "arguments": '
+    body += f'{{"text": "x", "deep": {deep}}}, "_meta": {json.dumps(ENVELOPE)}}}}}'
+    headers = [("accept", ACCEPT), ("content-type", "application/json"), ("mcp-protocol-version", MODERN)]
+    headers += [("mcp-method", "tools/call"), ("mcp-name", "one__echo")]
+    async with httpx2.AsyncClient(timeout=CASE_TIMEOUT_S) as http:
+        with anyio.fail_after(5):  # a healthy answer, result or error, takes milliseconds
+            outcome = await post(http, url, headers, body.encode())
+    assert outcome.status < 500 or is_jsonrpc_error(outcome.content_type, outcome.body)
+    assert is_jsonrpc_error(outcome.content_type, outcome.body) and b"nest deeper than" in outcome.body
