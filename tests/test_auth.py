@@ -347,6 +347,9 @@ async def test_state_from_another_browser_is_refused(flow: tuple[MasterServer, s
     async with httpx2.AsyncClient() as victim, httpx2.AsyncClient(follow_redirects=True) as attacker:
         callback = await until_callback(victim, await start(client))
         assert "another browser session" in error_text(await attacker.get(callback))
+        # ... and the stranger's attempt did not spend it: the right browser still completes the flow.
+        finished = await victim.get(callback, follow_redirects=True)
+        assert finished.url.path == "/oauth/success"
 
 
 async def test_link_of_another_principal_is_refused(oauth: OAuthBackend, bearer_client: Any) -> None:

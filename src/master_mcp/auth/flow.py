@@ -186,11 +186,13 @@ class OAuthFlowController:
         state = params.get("state")
         if not state:
             return self._fail("the provider's answer has no state")
-        pending = self.store.take_state(state)
+        pending = self.store.peek_state(state)
         if pending is None:
             return self._fail("unknown, used or expired state; start the authorization again")
         if _digest(request.cookies.get(COOKIE, "")) != pending.browser:
             return self._fail("this authorization was started in another browser session")
+        if self.store.take_state(state) is None:  # spent by a concurrent request meanwhile: single use holds
+            return self._fail("unknown, used or expired state; start the authorization again")
         if error := params.get("error"):
             description = params.get("error_description") or ""
             return self._fail(f"the provider refused: {error} {description}".strip())
@@ -216,12 +218,14 @@ class OAuthFlowController:
         state, code = form.get("state"), form.get("code")
         if not isinstance(state, str) or not isinstance(code, str):
             return JSONResponse({"error": "invalid_request", "error_description": "state and code are required"}, 400)
-        pending = self.store.take_state(state)
+        pending = self.store.peek_state(state)
         if pending is None:
             return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired state"}, 400)
         caller = await self._identify(request)
         if caller is None or caller.key != pending.principal.key:
             return JSONResponse({"error": "access_denied", "error_description": "state belongs to another user"}, 403)
+        if self.store.take_state(state) is None:
+            return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired state"}, 400)
         try:
             await self._complete(pending, code, None)
         except FlowError as exc:

@@ -39,6 +39,7 @@ class FlowStore(Protocol):
     def put_flow(self, flow_id: str, flow: PendingFlow) -> None: ...
     def take_flow(self, flow_id: str) -> PendingFlow | None: ...
     def put_state(self, state: str, pending: PendingState) -> None: ...
+    def peek_state(self, state: str) -> PendingState | None: ...
     def take_state(self, state: str) -> PendingState | None: ...
 
 
@@ -66,6 +67,11 @@ class MemoryFlowStore:
     def put_state(self, state: str, pending: PendingState) -> None:
         self._states[state] = pending
         self._prune(self._states)
+
+    def peek_state(self, state: str) -> PendingState | None:
+        """The record, left in place: checked before it is spent, so a stranger holding it cannot void it."""
+        pending = self._states.get(state)
+        return pending if pending is not None and pending.created + self._ttl >= time.time() else None
 
     def take_state(self, state: str) -> PendingState | None:
         pending = self._states.pop(state, None)
