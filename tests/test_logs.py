@@ -51,7 +51,7 @@ def test_a_debug_run_never_prints_a_configured_secret(tmp_path: Path) -> None:
     try:
         config = write_config(
             tmp_path / "servers.yaml",
-            stdio_server("child", env={"CHILD_TOKEN": "env:THE_SECRET"}),
+            stdio_server("child", "--print-env", "CHILD_TOKEN", env={"CHILD_TOKEN": "env:THE_SECRET"}),
             {"id": "remote", "type": "http", "url": backend.url, "headers": {"X-Api-Key": "env:THE_SECRET"}},
             {
                 "id": "dead",
@@ -73,6 +73,7 @@ def test_a_debug_run_never_prints_a_configured_secret(tmp_path: Path) -> None:
     assert "remote" in result.stdout and "dead" in result.stdout
     assert len(result.stderr) > 1000  # debug logging really ran
     assert SECRET not in result.stdout + result.stderr
+    assert "master_mcp.child.child" in result.stderr and "CHILD_TOKEN=***" in result.stderr  # the child's own line
 
 
 async def test_json_logs_carry_a_request_id_into_backend_calls(tmp_path: Path) -> None:

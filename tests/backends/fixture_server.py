@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from typing import Any
@@ -32,7 +33,10 @@ parser.add_argument("--name", default="fixture")
 parser.add_argument("--http", type=int, default=0)
 parser.add_argument("--sse", type=int, default=0)
 parser.add_argument("--extra-tools", type=int, default=0)
+parser.add_argument("--print-env", help="write this environment variable's value to stderr at start (leak test)")
 ARGS = parser.parse_args()
+if ARGS.print_env:
+    print(f"starting with {ARGS.print_env}={os.environ.get(ARGS.print_env)}", file=sys.stderr, flush=True)
 
 COUNTS: Counter[str] = Counter()
 

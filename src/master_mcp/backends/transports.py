@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx2
 from mcp.client.sse import sse_client
@@ -30,6 +32,28 @@ def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParamet
 ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
+@contextmanager
+def child_stderr(server_id: str) -> Iterator[TextIO]:
+    """A pipe for a stdio child's stderr whose lines become log lines of the master, so they pass the same
+    redaction as everything else (a child may well print its own credentials)."""
+    read_fd, write_fd = os.pipe()
+    child_logger = logging.getLogger(f"master_mcp.child.{server_id}")
+
+    def pump() -> None:
+        with os.fdopen(read_fd, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if line.strip():
+                    child_logger.info("%s", line.rstrip())
+
+    thread = threading.Thread(target=pump, name=f"stderr:{server_id}", daemon=True)
+    thread.start()
+    writer = os.fdopen(write_fd, "w")
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 @asynccontextmanager
 async def open_transport(
     server: ServerConfig, base_dir: Path, auth: httpx2.Auth | None = None, on_response: ResponseHook | None = None
@@ -37,8 +61,10 @@ async def open_transport(
     """Yield the (read, write) stream pair of a fresh connection to `server`; `on_response` sees every streamable
     HTTP response (status codes are what tells a forgotten session apart)."""
     if server.type == "stdio":
-        async with stdio_client(stdio_parameters(server, base_dir), errlog=sys.stderr) as streams:
-            yield streams
+        with child_stderr(server.id) as errlog:
+            async with stdio_client(stdio_parameters(server, base_dir), errlog=errlog) as streams:
+                errlog.close()  # the child has its copy; EOF on the pipe now means the child is gone
+                yield streams
         return
     url = server.endpoint_url
     assert url is not None
