@@ -42,8 +42,6 @@ _BUILTIN: dict[str, StrategyFactory] = {
     ProxyOAuth.name: ProxyOAuth,
 }
 # Strategies whose credential travels as an HTTP header: a stdio child has no such thing.
-_HTTP_ONLY = frozenset({MasterOAuth.name, DelegateOAuth.name, ProxyOAuth.name})
-_STORING = frozenset({DelegateOAuth.name})
 
 
 class MultiAuthManager:
@@ -85,7 +83,7 @@ class MultiAuthManager:
             if name not in self._factories:
                 available = ", ".join(sorted(self._factories))
                 problems.append(f"{where}.auth_strategy: unknown auth strategy {name!r} (available: {available})")
-            elif name in _HTTP_ONLY and server.type == "stdio":
+            elif getattr(self._factories[name], "http_only", False) and server.type == "stdio":
                 problems.append(
                     f"{where}.auth_strategy: {name} sends credentials as HTTP headers, which a stdio child cannot"
                     " carry; use an http, sse or local backend, or give the child its credential in `env`"
@@ -93,7 +91,8 @@ class MultiAuthManager:
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
 
-        self.store = self._open_store(config, needed=any(choices[s.id][0] in _STORING for s in config.servers))
+        storing = any(getattr(self._factories.get(choices[s.id][0]), "stores_tokens", False) for s in config.servers)
+        self.store = self._open_store(config, needed=storing)
         self._http = http_client()
         settings = config.master
         self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
@@ -145,7 +144,8 @@ class MultiAuthManager:
 
     def delegating(self, server_id: str) -> Delegating | None:
         strategy = self._strategies.get(server_id)
-        return strategy if isinstance(strategy, DelegateOAuth) else None
+        # Any strategy that runs the authorization-code flow, the built-in one or a custom one.
+        return strategy if isinstance(strategy, Delegating) else None
 
     async def prepare(self, server_id: str, principal: Principal) -> Decision:
         return await self._strategies[server_id].prepare(principal)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import httpx2
 from pydantic import BaseModel, ConfigDict
@@ -73,6 +73,8 @@ class AuthStrategy(Protocol):
     name: ClassVar[str]
     # True when each principal needs its own backend session (its own credential on the wire).
     per_principal: ClassVar[bool]
+    # Optional class attributes, False when absent: `http_only` (its credential is an HTTP header, which a stdio
+    # child cannot carry) and `stores_tokens` (it keeps per-user tokens in the token store).
 
     def shared_auth(self) -> httpx2.Auth | None:
         """The credential of the one shared backend session (strategies that are not per principal)."""
@@ -83,6 +85,7 @@ class AuthStrategy(Protocol):
         ...
 
 
+@runtime_checkable
 class Delegating(Protocol):
     """A strategy that runs the authorization-code flow (the flow controller drives it)."""
 

@@ -63,6 +63,8 @@ class _PrincipalSource:
 class DelegateOAuth:
     name: ClassVar[str] = "delegate_oauth"
     per_principal: ClassVar[bool] = True
+    http_only: ClassVar[bool] = True
+    stores_tokens: ClassVar[bool] = True
 
     def __init__(self, server_id: str, config: dict[str, Any], context: StrategyContext) -> None:
         self.server_id = server_id

@@ -18,6 +18,7 @@ class MasterOAuthConfig(StrategyConfig):
 
 class MasterOAuth:
     name: ClassVar[str] = "master_oauth"
+    http_only: ClassVar[bool] = True
     per_principal: ClassVar[bool] = True
 
     def __init__(self, server_id: str, config: dict[str, Any], context: StrategyContext | None = None) -> None:

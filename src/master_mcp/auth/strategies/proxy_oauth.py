@@ -51,6 +51,7 @@ class ProxyOAuthConfig(StrategyConfig):
 
 class ProxyOAuth:
     name: ClassVar[str] = "proxy_oauth"
+    http_only: ClassVar[bool] = True
     per_principal: ClassVar[bool] = False
 
     def __init__(self, server_id: str, config: dict[str, Any], context: StrategyContext) -> None:
