@@ -370,19 +370,7 @@ class MasterServer:
         # Delegated backends are left out: for a principal without a token, asking would start a new flow each
         # time. Their catalog arrives with the first authorized session (a call, or the callback).
         unlisted = [sid for sid in self._per_principal - self._delegated if sid not in self._listed]
-        if not unlisted:
-            return
-
-        async def attempt(server_id: str) -> None:
-            with anyio.move_on_after(self.config.master.connect_timeout_s):
-                try:
-                    await self._backend(server_id, principal)
-                except (BackendUnavailable, NeedsAuthorization) as exc:
-                    logger.debug("server %s: no catalog through this principal yet: %s", server_id, exc)
-
-        async with anyio.create_task_group() as tg:
-            for server_id in unlisted:
-                tg.start_soon(attempt, server_id)
+        await self._open_sessions(unlisted, principal, NO_PROFILE)
 
     async def _warm_profile(self, principal: Principal, profile: Profile) -> None:
         """A client that can answer sampling, elicitation or roots may be offered more tools by a backend: open
@@ -390,18 +378,22 @@ class MasterServer:
         if not profile or profile in self._warmed:
             return
         self._warmed.add(profile)
+        up = [sid for sid, connection in self.pool.connections.items() if connection.state is BackendState.UP]
+        await self._open_sessions(up, principal, profile)
+
+    async def _open_sessions(self, server_ids: list[str], principal: Principal, profile: Profile) -> None:
+        """Open (in parallel, each bounded by the connect timeout) the sessions whose listings the catalog needs."""
 
         async def attempt(server_id: str) -> None:
             with anyio.move_on_after(self.config.master.connect_timeout_s):
                 try:
                     await self._backend(server_id, principal, profile)
                 except (BackendUnavailable, NeedsAuthorization) as exc:
-                    logger.debug("server %s: no session for profile %s: %s", server_id, sorted(profile), exc)
+                    logger.debug("server %s: no session for its catalog: %s", server_id, exc)
 
         async with anyio.create_task_group() as tg:
-            for server_id, connection in self.pool.connections.items():
-                if connection.state is BackendState.UP:
-                    tg.start_soon(attempt, server_id)
+            for server_id in server_ids:
+                tg.start_soon(attempt, server_id)
 
     # ---- RequestRelay: a backend asks its client something during a call ----------------------------------------
 
@@ -548,8 +540,7 @@ class MasterServer:
             front.log_level = params.level
         # Backends are shared: they log at the most verbose level any session asked for; each session then
         # receives only what its own level lets through.
-        levels = [f.log_level for f in self.fronts if f.log_level in LOG_LEVELS] or [params.level]
-        level = min(levels, key=LOG_LEVELS.index)
+        level = self._wanted_log_level() or params.level
 
         async def one(connection: BackendConnection) -> None:
             try:
@@ -558,10 +549,15 @@ class MasterServer:
                 logger.warning("server %s: logging/setLevel failed: %s", connection.server_id, exc)
 
         async with anyio.create_task_group() as tg:
-            for connection in self.pool.connections.values():
+            for connection in self.pool.live():
                 if connection.capabilities is not None and connection.capabilities.logging is not None:
                     tg.start_soon(one, connection)
         return {}
+
+    def _wanted_log_level(self) -> str | None:
+        """The most verbose level any front session asked for (None: nobody asked)."""
+        levels = [f.log_level for f in self.fronts if f.log_level in LOG_LEVELS]
+        return min(levels, key=LOG_LEVELS.index) if levels else None
 
     async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> Json:
         route = self.catalog.resolve_resource(params.uri)
@@ -689,10 +685,10 @@ class MasterServer:
                     await connection.request("resources/subscribe", {"uri": route.name})
                 except (BackendUnavailable, MCPError) as exc:
                     logger.info("server %s: re-subscribing after a reconnect failed: %s", connection.server_id, exc)
-        levels = [f.log_level for f in self.fronts if f.log_level in LOG_LEVELS]
-        if levels and connection.capabilities is not None and connection.capabilities.logging is not None:
+        level = self._wanted_log_level()
+        if level and connection.capabilities is not None and connection.capabilities.logging is not None:
             try:
-                await connection.request("logging/setLevel", {"level": min(levels, key=LOG_LEVELS.index)})
+                await connection.request("logging/setLevel", {"level": level})
             except (BackendUnavailable, MCPError) as exc:
                 logger.info("server %s: restoring the log level failed: %s", connection.server_id, exc)
 

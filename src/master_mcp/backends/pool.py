@@ -163,6 +163,10 @@ class BackendPool:
                 if now - connection.last_used > idle_s:
                     self._drop(key)
 
+    def live(self) -> list[BackendConnection]:
+        """Every open connection: the shared ones and the on-demand ones (per principal, per profile)."""
+        return [*self.connections.values(), *self._sessions.values()]
+
     def sessions_of(self, server_id: str) -> int:
         return sum(1 for key in self._sessions if key[0] == server_id)
 
@@ -180,7 +184,7 @@ class BackendPool:
                 yield self
             finally:
                 self._tg = None
-                for connection in [*self.connections.values(), *self._sessions.values()]:
+                for connection in self.live():
                     connection.close()
                 self._sessions.clear()
                 tg.cancel_scope.cancel()
@@ -204,6 +208,7 @@ class BackendPool:
                         "state": state,
                         "sessions": self.sessions_of(server.id),
                         "connects": 0,
+                        "breaker": self._breakers[server.id].state.value,
                         "last_error": None,
                     }
                 )
