@@ -17,6 +17,7 @@ from master_mcp.app import create_app, is_loopback
 from master_mcp.auth.crypto import new_key
 from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
 from master_mcp.logs import setup_logging
+from master_mcp.reload import ConfigWatcher
 from master_mcp.server import MasterServer
 
 logger = logging.getLogger("master_mcp")
@@ -28,6 +29,24 @@ def _load(path: str | None, log_format: str | None = None) -> MasterConfig:
     fmt = log_format or config.master.log_format
     setup_logging(config.master.log_level, config.secrets, "json" if fmt == "json" else "text")
     return config
+
+
+def _with_overrides(config: MasterConfig, args: argparse.Namespace) -> MasterConfig:
+    """Command-line flags win over the file, at start-up and at every reload."""
+    flags = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    if not flags:
+        return config
+    return config.model_copy(update={"master": config.master.model_copy(update=flags)})
+
+
+def _watching(master: MasterServer, args: argparse.Namespace) -> MasterServer:
+    """Reload the config file on SIGHUP, and whenever it changes unless `master.watch_config` is off."""
+    source = master.config.source
+    if source is not None:
+        load = lambda: _with_overrides(load_config(source), args)  # noqa: E731
+        watcher = ConfigWatcher(master, source, load, poll=master.config.master.watch_config)
+        master.companions.append(watcher.run)
+    return master
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -57,11 +76,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _load(args.config, args.log_format)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        master_settings = config.master.model_copy(update=overrides)
-        config = config.model_copy(update={"master": master_settings})
+    config = _with_overrides(_load(args.config, args.log_format), args)
     host, port = config.master.host, config.master.port
     if not is_loopback(host) and config.master.auth.mode == "local":
         if not args.allow_remote:
@@ -71,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             return 2
         logger.warning("serving on %s with no inbound authentication: anyone who can reach it can use it", host)
-    master = MasterServer(config)
+    master = _watching(MasterServer(config), args)
     app = create_app(master, stateless=args.stateless, json_response=args.json_response)
     # On SIGTERM/SIGINT: stop accepting, give in-flight requests (and open streams) a bounded time, then close.
     settings = uvicorn.Config(
@@ -84,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
-    master = MasterServer(_load(args.config, args.log_format))
+    master = _watching(MasterServer(_load(args.config, args.log_format)), args)
     anyio.run(master.run_stdio)
     return 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar, get_args
 
@@ -46,6 +46,7 @@ from master_mcp.backends.connection import (
 from master_mcp.backends.pool import BackendPool
 from master_mcp.catalog import Catalog, Listing, Route
 from master_mcp.config import MasterConfig
+from master_mcp.config.diff import ConfigDiff, diff_configs
 from master_mcp.delegation import (
     AUTHORIZE_TOOL,
     authorize_tool,
@@ -54,7 +55,7 @@ from master_mcp.delegation import (
     wants_url_elicitation,
 )
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
-from master_mcp.logs import REQUEST_ID, new_request_id
+from master_mcp.logs import REDACTOR, REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
 from master_mcp.relay import (
     Json,
@@ -171,6 +172,8 @@ class MasterServer:
         self.draining = False  # server id -> the connection count its session state was restored at
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
+        # Tasks that live as long as the master runs (the config watcher, for one).
+        self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
@@ -244,6 +247,40 @@ class MasterServer:
         for server_id in self._delegated:
             self._on_listing(server_id, None)
 
+    async def reload(self, config: MasterConfig) -> ConfigDiff:
+        """Take over a reloaded `servers.yaml`: new servers connect, removed ones close, changed ones reconnect,
+        the others keep their sessions; front sessions hear of any list that changed. A config the auth layer
+        refuses raises `ConfigError` and changes nothing. Settings of `master` and `routing` need a restart."""
+        diff = diff_configs(self.config, config)
+        if diff.needs_restart:
+            logger.warning("config: %s changed; that takes effect at the next restart", ", ".join(diff.needs_restart))
+        config = config.model_copy(update={"master": self.config.master, "routing": self.config.routing})
+        REDACTOR.add(config.secrets)
+        rebuild = set(diff.added) | set(diff.changed)
+        self.auth.reconfigure(config, rebuild)
+        stale = rebuild | set(diff.removed)
+        before = self._lists()
+        self.config = config
+        enabled = [s.id for s in config.servers if s.enabled]
+        self._delegated = {sid for sid in enabled if self.auth.delegating(sid) is not None}
+        self._per_principal = {sid for sid in enabled if self.auth.strategy(sid).per_principal}
+        self._listed -= stale
+        for server_id in stale:
+            self._listings.pop(server_id, None)
+            self._restored.pop(server_id, None)
+        self.catalog.set_servers([s for s in config.servers if s.enabled])
+        for server_id in self._delegated & rebuild:
+            self._on_listing(server_id, None)
+        self._announce(before)
+        await self.pool.apply(config, rebuild)
+        for server_id in rebuild:
+            connection = self.pool.connections.get(server_id)
+            if connection is not None and connection.state is BackendState.UP and self._tg is not None:
+                self._restored[server_id] = connection.connects
+                self._tg.start_soon(self._restore, connection)
+        logger.info("config reloaded: %s", diff.describe())
+        return diff
+
     @asynccontextmanager
     async def running(self, *, wait_ready: bool = True) -> AsyncIterator[MasterServer]:
         """Connect the backends (in parallel) for as long as the context is open."""
@@ -252,6 +289,8 @@ class MasterServer:
         try:
             async with anyio.create_task_group() as tg, self.pool.running(wait_ready=wait_ready):
                 self._tg = tg
+                for companion in self.companions:
+                    tg.start_soon(companion)
                 try:
                     yield self
                 finally:

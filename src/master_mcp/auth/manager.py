@@ -53,6 +53,7 @@ class MultiAuthManager:
         self.flows: OAuthFlowController | None = None
         self._http: httpx2.AsyncClient | None = None
         self._verifier: StaticTokenVerifier | None = None
+        self._retired_stores: list[TokenStore] = []
         self._on_authorized: Callable[[Principal, str, str], Awaitable[None]] | None = None
 
     # ---- registration --------------------------------------------------------------------------------------------
@@ -74,12 +75,49 @@ class MultiAuthManager:
 
     def configure(self, config: MasterConfig) -> None:
         """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path."""
-        choices = {s.id: (s.auth_strategy, dict(s.auth_config)) for s in config.servers} | self._requested
+        self._check_choices(config)
+        self.store = self._open_store(config, needed=self._stores_tokens(config))
+        self._http = http_client()
+        settings = config.master
+        self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
+        self.flows = OAuthFlowController(
+            base_url=settings.public_base_url,
+            strategies=self.delegating,
+            identify=self.identify,
+            on_authorized=self._authorized,
+            require_caller=settings.auth.mode == "local",
+        )
+        self._strategies = self._build(config, [server.id for server in config.servers])
+
+    def reconfigure(self, config: MasterConfig, rebuild: set[str]) -> None:
+        """Take over a reloaded config: build the strategies of `rebuild` (new or changed servers), drop those of
+        servers that are gone, keep the rest as they are. All or nothing: a bad choice changes nothing."""
+        self._check_choices(config)
+        built = self._build(config, [server.id for server in config.servers if server.id in rebuild])
+        if self._stores_tokens(config) and isinstance(self.store, TokenStore) and not self.store.persistent:
+            # A server that keeps tokens arrived: they must survive restarts as they would have from the start.
+            store = self._open_store(config, needed=True)
+            if store.persistent:
+                self._retired_stores.append(self.store)
+                self.store = store
+                built = self._build(config, [server.id for server in config.servers if server.id in rebuild])
+        kept = {sid: s for sid, s in self._strategies.items() if sid not in rebuild}
+        present = {server.id for server in config.servers}
+        self._strategies = {sid: s for sid, s in (kept | built).items() if sid in present}
+
+    def _choices(self, config: MasterConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {s.id: (s.auth_strategy, dict(s.auth_config)) for s in config.servers} | self._requested
+
+    def _stores_tokens(self, config: MasterConfig) -> bool:
+        choices = self._choices(config)
+        return any(getattr(self._factories.get(choices[s.id][0]), "stores_tokens", False) for s in config.servers)
+
+    def _check_choices(self, config: MasterConfig) -> None:
+        choices = self._choices(config)
         problems: list[str] = []
-        index = {server.id: i for i, server in enumerate(config.servers)}
-        for server in config.servers:
+        for index, server in enumerate(config.servers):
             name, _ = choices[server.id]
-            where = f"servers[{index[server.id]}]"
+            where = f"servers[{index}]"
             if name not in self._factories:
                 available = ", ".join(sorted(self._factories))
                 problems.append(f"{where}.auth_strategy: unknown auth strategy {name!r} (available: {available})")
@@ -91,32 +129,28 @@ class MultiAuthManager:
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
 
-        storing = any(getattr(self._factories.get(choices[s.id][0]), "stores_tokens", False) for s in config.servers)
-        self.store = self._open_store(config, needed=storing)
-        self._http = http_client()
-        settings = config.master
-        self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
-        self.flows = OAuthFlowController(
-            base_url=settings.public_base_url,
-            strategies=self.delegating,
-            identify=self.identify,
-            on_authorized=self._authorized,
-            require_caller=settings.auth.mode == "local",
-        )
-        for server in config.servers:
-            name, options = choices[server.id]
+    def _build(self, config: MasterConfig, server_ids: list[str]) -> dict[str, AuthStrategy]:
+        assert self.store is not None and self.flows is not None and self._http is not None
+        choices = self._choices(config)
+        index = {server.id: i for i, server in enumerate(config.servers)}
+        strategies: dict[str, AuthStrategy] = {}
+        problems: list[str] = []
+        for server_id in server_ids:
+            server = config.servers[index[server_id]]
+            name, options = choices[server_id]
             context = StrategyContext(server=server, store=self.store, flows=self.flows, http=self._http)
             try:
-                self._strategies[server.id] = self._factories[name](server.id, options, context)
+                strategies[server_id] = self._factories[name](server_id, options, context)
             except ValidationError as exc:
                 for error in exc.errors():
                     loc = key_path(["auth_config", *error["loc"]]) if error["loc"] else "auth_config"
                     message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-                    problems.append(f"servers[{index[server.id]}].{loc}: {message.removeprefix('Value error, ')}")
+                    problems.append(f"servers[{index[server_id]}].{loc}: {message.removeprefix('Value error, ')}")
             except ValueError as exc:
-                problems.append(f"servers[{index[server.id]}].auth_config: {exc}")
+                problems.append(f"servers[{index[server_id]}].auth_config: {exc}")
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
+        return strategies
 
     def _open_store(self, config: MasterConfig, *, needed: bool) -> TokenStore:
         settings = config.master.store
@@ -136,6 +170,8 @@ class MultiAuthManager:
             await self._http.aclose()
         if self.store is not None:
             await self.store.close()
+        while self._retired_stores:
+            await self._retired_stores.pop().close()
 
     # ---- use -----------------------------------------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ class TokenStore:
     def __init__(self, blobs: BlobStore, sealer: Sealer) -> None:
         self._blobs = blobs
         self._sealer = sealer
+        # Whether what is stored outlives this process (tokens a user granted should).
+        self.persistent = not isinstance(blobs, MemoryBlobStore)
 
     async def get(self, key: TokenKey) -> StoredToken | None:
         blob = await self._blobs.get(key.name)

@@ -181,6 +181,7 @@ class BackendConnection:
         self.breaker = breaker
         self._relay = relay
         self._inflight: dict[int, object] = {}
+        self.active = 0  # requests sent and not yet answered
         self._scope: anyio.CancelScope | None = None
         self.last_used = time.monotonic()
         self._base_dir = base_dir
@@ -268,6 +269,7 @@ class BackendConnection:
         slot = id(request)
         if owner is not None:
             self._inflight[slot] = owner
+        self.active += 1
         try:
             # A TypeAdapter of a raw dict keeps every field the backend sent, known to this SDK or not.
             return await session.send_request(
@@ -298,6 +300,7 @@ class BackendConnection:
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
             raise
         finally:
+            self.active -= 1
             CALLER.reset(token)
             self._inflight.pop(slot, None)
 
@@ -488,6 +491,15 @@ class BackendConnection:
         self.state = BackendState.DOWN
         self.last_error = error
         self._on_listing(self.server_id, None)
+
+    async def retire(self, grace_s: float) -> None:
+        """End a connection that another has replaced: it says nothing more about the catalog (its successor
+        does), and the calls it is serving get up to `grace_s` to finish before it closes."""
+        self._on_listing = lambda server_id, listing: None
+        with anyio.move_on_after(grace_s):
+            while self.active:  # noqa: ASYNC110 - a count kept by the request path
+                await anyio.sleep(0.05)
+        self.close()
 
     def close(self) -> None:
         """End this connection now (its transport closes, a child process exits)."""

@@ -51,6 +51,7 @@ class BackendPool:
         self._on_notification = on_notification
         self._relay = relay
         self._shared_auth = shared_auth
+        self._per_principal = per_principal
         self._listings: dict[str, dict[Profile, Listing]] = {}
         # One breaker per backend, shared by all its sessions: it is the backend that fails, not a session.
         self._breakers = {s.id: CircuitBreaker(config.routing.circuit_breaker) for s in config.servers}
@@ -103,6 +104,39 @@ class BackendPool:
         known[profile] = listing
         ordered = [known[p] for p in sorted(known, key=lambda p: (len(p), sorted(p)))]
         self._on_listing(server_id, Listing.union(ordered))
+
+    async def apply(self, config: MasterConfig, rebuild: set[str]) -> None:
+        """Take over a reloaded config. Servers that are gone close; those in `rebuild` (new or changed) get new
+        connections, each replacing the old one only once it has had its first try, so calls keep being served
+        meanwhile; every other connection, and its sessions, stays as it is."""
+        present = {server.id for server in config.servers}
+        gone = set(self.connections) - present | (rebuild & set(self.connections))
+        self.config = config
+        for key in [k for k in self._sessions if k[0] not in present or k[0] in rebuild]:
+            self._drop(key)
+        for server_id in (set(self._breakers) - present) | rebuild:
+            self._listings.pop(server_id, None)
+            self._breakers.pop(server_id, None)
+        for server in config.servers:
+            self._breakers.setdefault(server.id, CircuitBreaker(config.routing.circuit_breaker))
+        self._per_principal_ids = {s.id for s in config.servers if self._per_principal(s.id)}
+        fresh = {
+            server_id: self._new(server_id, self._shared_auth(server_id), reconnect=True)
+            for server_id in sorted(rebuild & present - self._per_principal_ids)
+        }
+        if self._tg is not None:
+            for connection in fresh.values():
+                self._tg.start_soon(connection.run, name=f"backend:{connection.server_id}")
+            async with anyio.create_task_group() as tg:
+                for connection in fresh.values():
+                    tg.start_soon(connection.first_attempt.wait)
+        retired = [self.connections.pop(server_id) for server_id in gone]
+        self.connections.update(fresh)
+        for connection in retired:
+            if self._tg is None:
+                connection.close()
+            else:
+                self._tg.start_soon(connection.retire, connection.server.timeout_s)
 
     def get(self, server_id: str) -> BackendConnection:
         return self.connections[server_id]

@@ -94,19 +94,28 @@ class Catalog:
     def __init__(self, namespacing: Namespacing, servers: Sequence[ServerConfig]) -> None:
         self._names = NameScheme(namespacing.mode, namespacing.separator)
         self._uris = UriScheme(namespacing.mode)
+        self._listings: dict[str, Listing] = {}
+        self._capable: dict[tuple[str, str], bool] = {}
+        self.version = 0
+        self.set_servers(servers)
+
+    # ---- updates -------------------------------------------------------------------------------------------------
+
+    def set_servers(self, servers: Sequence[ServerConfig]) -> None:
+        """Take over a new set of backends (a reloaded config): the parts of those that are gone are dropped, and
+        names, prefixes and filters follow the new settings."""
         self._servers = {s.id: s for s in servers}
         self._order = [s.id for s in servers]
         self._keys = {s.id: uri_key(s.name_prefix) if s.name_prefix else "" for s in servers}
         self._server_by_key = {key: sid for sid, key in self._keys.items() if key}
-        self._listings: dict[str, Listing] = {}
-        self._capable: dict[tuple[str, str], bool] = {}
-        self.version = 0
+        self._listings = {sid: listing for sid, listing in self._listings.items() if sid in self._servers}
+        self._capable = {key: value for key, value in self._capable.items() if key[0] in self._servers}
         self._build()
-
-    # ---- updates -------------------------------------------------------------------------------------------------
 
     def update(self, server_id: str, listing: Listing | None) -> None:
         """Replace (or with `None`, drop) one backend's part and rebuild the merged view."""
+        if server_id not in self._servers:
+            return  # a late word from a backend that a reload has just removed
         if listing is None:
             self._listings.pop(server_id, None)
         else:

@@ -111,6 +111,8 @@ class MasterSettings(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     connect_timeout_s: float = Field(default=15.0, gt=0)
+    # Apply edits of this file while running (and on SIGHUP): servers come, go and change without a restart.
+    watch_config: bool = True
     auth: InboundAuth = InboundAuth()
     store: TokenStoreSettings = TokenStoreSettings()
     sessions: SessionSettings = SessionSettings()
