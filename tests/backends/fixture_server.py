@@ -32,6 +32,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--name", default="fixture")
 parser.add_argument("--http", type=int, default=0)
 parser.add_argument("--sse", type=int, default=0)
+parser.add_argument("--stateless", action="store_true", help="streamable HTTP without sessions")
 parser.add_argument("--extra-tools", type=int, default=0)
 parser.add_argument("--print-env", help="write this environment variable's value to stderr at start (leak test)")
 ARGS = parser.parse_args()
@@ -240,7 +241,7 @@ async def complete(ref: Any, argument: Any, context: Any) -> Completion:
 
 if __name__ == "__main__":
     if ARGS.http:
-        mcp.run("streamable-http", host="127.0.0.1", port=ARGS.http)
+        mcp.run("streamable-http", host="127.0.0.1", port=ARGS.http, stateless_http=ARGS.stateless)
     elif ARGS.sse:
         mcp.run("sse", host="127.0.0.1", port=ARGS.sse)
     else:

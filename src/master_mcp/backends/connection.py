@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from pydantic import TypeAdapter
 
+from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
 from master_mcp.backends.transports import open_transport
 from master_mcp.catalog import Listing
@@ -165,8 +166,10 @@ class BackendConnection:
         relay: RequestRelay | None = None,
         principal: tuple[str, str] | None = None,
         breaker: CircuitBreaker | None = None,
+        instances: Instances | None = None,
     ) -> None:
         self.server = server
+        self.instances = instances
         self.server_id = server.id
         # A per-principal session is not brought back: the next call of that principal opens a new one.
         self._reconnect = reconnect
@@ -350,7 +353,7 @@ class BackendConnection:
         lost = self._lost = anyio.Event()
         async with AsyncExitStack() as stack:
             self._forgotten = False
-            transport = open_transport(self.server, self._base_dir, self._auth, self._watch_response)
+            transport = open_transport(self.server, self._base_dir, self._auth, self._watch_response, self.instances)
             read, write = await stack.enter_async_context(transport)
             dispatcher = _WatchedDispatcher(read, write)
             session = await stack.enter_async_context(
@@ -516,4 +519,5 @@ class BackendConnection:
             "restarts": self.restarts,
             "breaker": self.breaker.state.value if self.breaker is not None else "closed",
             "last_error": self.last_error,
+            **({"instances": self.instances.status()} if self.instances is not None else {}),
         }

@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 import httpx2
 
+from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker
 from master_mcp.backends.connection import (
     NO_PROFILE,
@@ -26,7 +27,7 @@ from master_mcp.backends.connection import (
     RequestRelay,
 )
 from master_mcp.catalog import Listing
-from master_mcp.config.models import MasterConfig
+from master_mcp.config.models import MasterConfig, ServerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class BackendPool:
         self._listings: dict[str, dict[Profile, Listing]] = {}
         # One breaker per backend, shared by all its sessions: it is the backend that fails, not a session.
         self._breakers = {s.id: CircuitBreaker(config.routing.circuit_breaker) for s in config.servers}
+        # Likewise what traffic has shown of each instance of a backend with several (`urls`).
+        self._instances = {s.id: self._instances_of(s) for s in config.servers if s.urls}
         self._per_principal_ids = {s.id for s in config.servers if per_principal(s.id)}
         self.connections: dict[str, BackendConnection] = {
             server.id: self._new(server.id, shared_auth(server.id), reconnect=True)
@@ -90,7 +93,12 @@ class BackendPool:
             relay=self._relay,
             principal=principal,
             breaker=self._breakers[server_id],
+            instances=self._instances.get(server_id),
         )
+
+    @staticmethod
+    def _instances_of(server: ServerConfig) -> Instances:
+        return Instances(server.id, list(server.urls), server.load_balancing)
 
     def _merge_listing(self, server_id: str, profile: Profile, listing: Listing | None, *, shared: bool) -> None:
         """A backend's catalog is the union of what its sessions list (a client with more capabilities may be
@@ -117,8 +125,11 @@ class BackendPool:
         for server_id in (set(self._breakers) - present) | rebuild:
             self._listings.pop(server_id, None)
             self._breakers.pop(server_id, None)
+            self._instances.pop(server_id, None)
         for server in config.servers:
             self._breakers.setdefault(server.id, CircuitBreaker(config.routing.circuit_breaker))
+            if server.urls and server.id not in self._instances:
+                self._instances[server.id] = self._instances_of(server)
         self._per_principal_ids = {s.id for s in config.servers if self._per_principal(s.id)}
         fresh = {
             server_id: self._new(server_id, self._shared_auth(server_id), reconnect=True)

@@ -15,6 +15,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from master_mcp.backends.balancer import BalancedTransport, Instances
 from master_mcp.config.models import ServerConfig
 
 # Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
@@ -56,10 +57,15 @@ def child_stderr(server_id: str) -> Iterator[TextIO]:
 
 @asynccontextmanager
 async def open_transport(
-    server: ServerConfig, base_dir: Path, auth: httpx2.Auth | None = None, on_response: ResponseHook | None = None
+    server: ServerConfig,
+    base_dir: Path,
+    auth: httpx2.Auth | None = None,
+    on_response: ResponseHook | None = None,
+    instances: Instances | None = None,
 ) -> AsyncIterator[Any]:
     """Yield the (read, write) stream pair of a fresh connection to `server`; `on_response` sees every streamable
-    HTTP response (status codes are what tells a forgotten session apart)."""
+    HTTP response (status codes are what tells a forgotten session apart); `instances` spreads requests over
+    several instances of the backend."""
     if server.type == "stdio":
         with child_stderr(server.id) as errlog:
             async with stdio_client(stdio_parameters(server, base_dir), errlog=errlog) as streams:
@@ -78,6 +84,7 @@ async def open_transport(
             timeout=_HTTP_TIMEOUT,
             auth=auth,
             event_hooks={"response": [on_response]} if on_response else None,
+            transport=BalancedTransport(instances) if instances is not None else None,
         ) as client,
         streamable_http_client(url, http_client=client) as streams,
     ):

@@ -18,7 +18,7 @@ NamespacingMode = Literal["prefix", "conditional", "none"]
 # worth reporting rather than silently ignoring.
 _KEYS_BY_TYPE: dict[str, frozenset[str]] = {
     "stdio": frozenset({"command", "args", "env", "cwd"}),
-    "http": frozenset({"url", "headers"}),
+    "http": frozenset({"url", "urls", "load_balancing", "headers"}),
     "sse": frozenset({"url", "headers"}),
     "local": frozenset({"config", "headers"}),
 }
@@ -166,6 +166,9 @@ class ServerConfig(_Strict):
     env: dict[str, str] = Field(default={}, repr=False)
     cwd: str | None = None
     url: str | None = None
+    # Several instances of one stateless HTTP backend, instead of `url`.
+    urls: list[str] = []
+    load_balancing: Literal["round_robin", "health"] = "round_robin"
     headers: dict[str, str] = Field(default={}, repr=False)
     config: LocalEndpoint | None = None
     prefix: str | None = None
@@ -198,8 +201,23 @@ class ServerConfig(_Strict):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, values: list[str]) -> list[str]:
+        for value in values:
+            cls._url_is_http(value)
+        if len(set(values)) != len(values):
+            raise ValueError("lists an instance twice")
+        return values
+
     @model_validator(mode="after")
     def _keys_fit_type(self) -> ServerConfig:
+        if self.type == "http" and self.urls:
+            if self.url is not None:
+                raise ValueError("give either 'url' or 'urls', not both")
+            object.__setattr__(self, "url", self.urls[0])  # the address every session starts from
+        if "load_balancing" in self.model_fields_set and not self.urls:
+            raise ValueError("'load_balancing' needs 'urls' (several instances)")
         missing = [key for key in _REQUIRED_BY_TYPE[self.type] if getattr(self, key) is None]
         if missing:
             raise ValueError(f"type {self.type!r} requires {', '.join(repr(k) for k in missing)}")
