@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -124,6 +125,9 @@ async def test_an_invalid_file_changes_nothing(tmp_path: Path, master_in: list[M
         master.rewrite(stdio_server("one"), stdio_server("two", auth_strategy="no_such_strategy"))
         await wait_until(lambda: master.text().count("config reload rejected") == 3, timeout=30)
         assert "two__echo" not in await tool_names(client)
+    async with httpx2.AsyncClient() as http:
+        metrics = (await http.get(master.url.replace("/mcp", "/metrics"))).text
+    assert 'master_mcp_config_reloads_total{outcome="rejected"} 3.0' in metrics
 
 
 async def test_sighup_reloads_when_watching_is_off(tmp_path: Path, master_in: list[Master]) -> None:

@@ -58,6 +58,9 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.reloads = Counter(
+            "master_mcp_config_reloads", "Reloads of servers.yaml, by outcome", ["outcome"], registry=self.registry
+        )
         self.registry.register(_State(read_state))
 
     def observe(self, method: str, server: str, outcome: str, seconds: float | None = None) -> None:

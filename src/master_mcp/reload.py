@@ -73,5 +73,7 @@ class ConfigWatcher:
                 await self._master.reload(config)
             except ConfigError as exc:
                 logger.error("config reload rejected, keeping the running config: %s", exc)
+                self._master.metrics.reloads.labels("rejected").inc()
                 return False
+            self._master.metrics.reloads.labels("applied").inc()
             return True
