@@ -43,8 +43,9 @@ from master_mcp.backends.connection import (
     Profile,
     Unsolicited,
 )
+from master_mcp.backends.listing import Listing
 from master_mcp.backends.pool import BackendPool
-from master_mcp.catalog import Catalog, Listing, Route
+from master_mcp.catalog import Catalog, Route
 from master_mcp.config import MasterConfig
 from master_mcp.config.diff import ConfigDiff, diff_configs
 from master_mcp.delegation import (

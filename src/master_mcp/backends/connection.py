@@ -28,8 +28,8 @@ from pydantic import TypeAdapter
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
+from master_mcp.backends.listing import Listing
 from master_mcp.backends.transports import open_transport
-from master_mcp.catalog import Listing
 from master_mcp.config.models import ServerConfig
 from master_mcp.version import VERSION
 

@@ -26,7 +26,7 @@ from master_mcp.backends.connection import (
     Profile,
     RequestRelay,
 )
-from master_mcp.catalog import Listing
+from master_mcp.backends.listing import Listing
 from master_mcp.config.models import MasterConfig, ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class BackendPool:
             await anyio.sleep(min(_REAP_EVERY_S, idle_s))
             now = time.monotonic()
             for key, connection in list(self._sessions.items()):
-                if now - connection.last_used > idle_s:
+                if now - connection.last_used > idle_s and not connection.active:
                     self._drop(key)
 
     def live(self) -> list[BackendConnection]:

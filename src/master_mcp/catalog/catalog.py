@@ -9,11 +9,12 @@ import fnmatch
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
+from master_mcp.backends.listing import Listing
 from master_mcp.catalog.naming import FRONT_NAME, NameScheme, UriScheme, uri_key
 from master_mcp.config.models import Namespacing, ServerConfig
 
@@ -28,38 +29,6 @@ class Route:
 
     server_id: str
     name: str
-
-
-@dataclass(slots=True)
-class Listing:
-    """What one backend offers, as the raw dicts it sent (so unknown fields pass unchanged)."""
-
-    tools: list[Json] = field(default_factory=list)
-    resources: list[Json] = field(default_factory=list)
-    templates: list[Json] = field(default_factory=list)
-    prompts: list[Json] = field(default_factory=list)
-
-    @staticmethod
-    def union(listings: Sequence[Listing]) -> Listing:
-        """Everything any of the listings offers, the first listing's entry winning for a name (or URI) in several:
-        a backend that shows some tools only to clients with, say, sampling is listed with them."""
-
-        def merged(attr: str, key: str) -> list[Json]:
-            seen: set[Any] = set()
-            out: list[Json] = []
-            for listing in listings:
-                for item in getattr(listing, attr):
-                    if item.get(key) not in seen:
-                        seen.add(item.get(key))
-                        out.append(item)
-            return out
-
-        return Listing(
-            merged("tools", "name"),
-            merged("resources", "uri"),
-            merged("templates", "uriTemplate"),
-            merged("prompts", "name"),
-        )
 
 
 @dataclass(frozen=True, slots=True)
