@@ -116,6 +116,20 @@ async def test_log_lines_reach_the_caller_at_its_level(backend: dict[str, Any]) 
     assert {p.logger for p in chatty.logs} == {"fixture"}
 
 
+async def test_a_session_opened_after_set_level_logs_at_that_level(backend: dict[str, Any]) -> None:
+    """A client that can answer sampling gets a backend session of its own, opened on its first call: that
+    session must be told the level the client asked for before it existed."""
+    inbox = Inbox()
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(url, mode="legacy", logging_callback=inbox.on_log, sampling_callback=sample) as client,
+    ):
+        await client.set_logging_level("debug")
+        assert text(await client.call_tool("live__log_lines", {"tag": "late"})) == "logged late"
+        await wait_until(lambda: len(inbox.logs) >= 3)
+    assert [p.data for p in inbox.logs] == ["late:debug", "late:info", "late:warning"]
+
+
 async def test_cancellation_reaches_the_backend(backend: dict[str, Any]) -> None:
     async with serve_master(make_config(backend)) as (_, url), Client(url, mode="legacy") as client:
         with anyio.move_on_after(0.5):

@@ -240,6 +240,7 @@ class MasterServer:
             on_notification=self._on_backend_notification,
             relay=self,
             per_principal=lambda sid: auth.strategy(sid).per_principal,
+            on_session=self._send_log_level,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
         )
         enabled = [s.id for s in self.config.servers if s.enabled]
@@ -725,12 +726,16 @@ class MasterServer:
                     await connection.request("resources/subscribe", {"uri": route.name})
                 except (BackendUnavailable, MCPError) as exc:
                     logger.info("server %s: re-subscribing after a reconnect failed: %s", connection.server_id, exc)
+        await self._send_log_level(connection)
+
+    async def _send_log_level(self, connection: BackendConnection) -> None:
+        """A session that is new to the backend logs at the level the front sessions asked for."""
         level = self._wanted_log_level()
         if level and connection.capabilities is not None and connection.capabilities.logging is not None:
             try:
                 await connection.request("logging/setLevel", {"level": level})
             except (BackendUnavailable, MCPError) as exc:
-                logger.info("server %s: restoring the log level failed: %s", connection.server_id, exc)
+                logger.info("server %s: sending the log level failed: %s", connection.server_id, exc)
 
     def _lists(self) -> tuple[Any, ...]:
         return (self.catalog.tools, (self.catalog.resources, self.catalog.templates), self.catalog.prompts)

@@ -160,7 +160,10 @@ async def touch_resource(uri: str, ctx: Context) -> str:
 
 @mcp.tool(description="Log one line at each of debug, info and warning, then answer.")
 async def log_lines(tag: str, ctx: Context) -> str:
-    for level in ("debug", "info", "warning"):
+    levels = ("debug", "info", "warning")
+    # As the spec asks of a server: nothing below the level the client set (per process, which is per session
+    # over stdio).
+    for level in levels[levels.index(LOG_LEVEL["level"]) if LOG_LEVEL["level"] in levels else 0 :]:
         await ctx.request_context.session.send_log_message(
             level, f"{tag}:{level}", logger="fixture", related_request_id=ctx.request_id
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,8 +46,10 @@ class BackendPool:
         shared_auth: Callable[[str], httpx2.Auth | None],
         on_notification: NotificationSink | None = None,
         relay: RequestRelay | None = None,
+        on_session: Callable[[BackendConnection], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self._on_session = on_session
         self._on_listing = on_listing
         self._on_notification = on_notification
         self._relay = relay
@@ -165,6 +167,7 @@ class BackendPool:
         if connection is not None and connection.state is BackendState.DOWN:
             self._drop(key)
             connection = None
+        opened = connection is None
         if connection is None:
             if self._tg is None:
                 raise BackendUnavailable(f"server {server_id!r}: the master is not running")
@@ -180,6 +183,8 @@ class BackendPool:
             if self._sessions.get(key) is connection:  # not one another caller opened since
                 self._drop(key)
             raise BackendUnavailable(f"server {server_id!r} could not be reached: {connection.last_error}")
+        if opened and self._on_session is not None:
+            await self._on_session(connection)
         return connection
 
     def close_principal(self, server_id: str, principal: PrincipalKey) -> None:
