@@ -327,6 +327,8 @@ class MasterServer:
 
     async def _backend(self, server_id: str, principal: Principal, profile: Profile = NO_PROFILE) -> BackendConnection:
         """auth.prepare, then the pool: the connection (shared, or the principal's own) this call goes out on."""
+        if not self.pool.configured(server_id):
+            raise BackendUnavailable(f"server {server_id!r} is no longer configured (the config was reloaded)")
         try:
             decision = await self.auth.prepare(server_id, principal)
         except AuthRefused as exc:
@@ -347,7 +349,7 @@ class MasterServer:
         progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
         modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         if modern and profile and method in _ROUND_TRIP_METHODS and self._tg is not None:
-            timeout = self.config.server(route.server_id).timeout_s
+            timeout = backend.server.timeout_s
 
             async def call(pending: PendingCall) -> Json:
                 return await backend.request(

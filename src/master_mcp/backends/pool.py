@@ -151,6 +151,9 @@ class BackendPool:
             else:
                 self._tg.start_soon(connection.retire, connection.server.timeout_s)
 
+    def configured(self, server_id: str) -> bool:
+        return server_id in self._breakers
+
     def get(self, server_id: str) -> BackendConnection:
         return self.connections[server_id]
 
