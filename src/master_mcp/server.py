@@ -56,6 +56,7 @@ from master_mcp.delegation import (
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
 from master_mcp.logs import REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
+from master_mcp.redis_link import StoreUnavailable
 from master_mcp.relay import (
     Json,
     error_result,
@@ -65,6 +66,7 @@ from master_mcp.relay import (
     map_tool_result,
 )
 from master_mcp.rounds import PendingCall, RoundTrips
+from master_mcp.stores import Stores
 from master_mcp.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,11 @@ def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
     return page
 
 
+_LIST_CHANGED: Final = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
 _CHANGES: Final = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -171,6 +178,7 @@ class MasterServer:
         self.draining = False  # server id -> the connection count its session state was restored at
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
+        self.stores = Stores(config.master.store, config.base_dir)
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
@@ -227,7 +235,7 @@ class MasterServer:
         previous: MultiAuthManager | None = getattr(self, "auth", None)
         if previous is not None and previous is not auth:
             self._retired.append(previous)  # its HTTP client and store are closed when the master starts
-        auth.configure(self.config)
+        auth.configure(self.config, token_blobs=self.stores.token_blobs, flows=self.stores.flows)
         auth.on_authorized(self._authorized)
         self.auth = auth
         self.pool = BackendPool(
@@ -250,8 +258,10 @@ class MasterServer:
         while self._retired:
             await self._retired.pop().aclose()
         try:
+            await self.stores.open()  # an unreachable shared store stops the start, with its host:port
             async with anyio.create_task_group() as tg, self.pool.running(wait_ready=wait_ready):
                 self._tg = tg
+                tg.start_soon(self.stores.invalidation.listen, self._on_invalidated, name="catalog-invalidation")
                 try:
                     yield self
                 finally:
@@ -259,6 +269,7 @@ class MasterServer:
                     tg.cancel_scope.cancel()
         finally:
             await self.auth.aclose()
+            await self.stores.aclose()
 
     def initialization_options(self) -> Any:
         return self.lowlevel.create_initialization_options()
@@ -290,6 +301,8 @@ class MasterServer:
             decision = await self.auth.prepare(server_id, principal)
         except AuthRefused as exc:
             raise BackendUnavailable(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise BackendUnavailable(f"server {server_id!r}: {exc}") from None
         if isinstance(decision, Delegate):
             raise NeedsAuthorization(decision)
         return await self.pool.session(server_id, principal.key, decision.auth, profile)
@@ -447,7 +460,7 @@ class MasterServer:
             forwarded = forward_params(ctx.params, name=route.name)
             idempotent = self.catalog.idempotent(params.name)
             result = await self._forward(ctx, route, "tools/call", forwarded, idempotent=idempotent)
-        except (BackendUnavailable, AuthRefused) as exc:
+        except (BackendUnavailable, AuthRefused, StoreUnavailable) as exc:
             return _for_era(ctx, error_result(str(exc)))
         except NeedsAuthorization as needed:
             return _for_era(ctx, self._delegation(ctx, needed.delegate))
@@ -630,6 +643,20 @@ class MasterServer:
                 await front.notify("notifications/resources/updated", {"uri": uri})
         elif isinstance(note, types.LoggingMessageNotification):
             await self._relay_log(server_id, note, owner)
+        elif isinstance(note, _LIST_CHANGED) and self._tg is not None:
+            # This replica re-lists by itself; the others may not have heard (the backend told this session only).
+            self._tg.start_soon(self._share_change, server_id)
+
+    async def _share_change(self, server_id: str) -> None:
+        try:
+            await self.stores.invalidation.publish(server_id)
+        except StoreUnavailable as exc:
+            logger.warning("server %s: list change not shared with the other replicas: %s", server_id, exc)
+
+    def _on_invalidated(self, server_id: str | None) -> None:
+        """Another replica saw `server_id`'s lists change (None: news may have been missed): re-list it here."""
+        logger.debug("re-listing %s: news from another replica", f"server {server_id}" if server_id else "every server")
+        self.pool.refresh(server_id)
 
     async def _relay_log(self, server_id: str, note: types.LoggingMessageNotification, owner: object) -> None:
         """A backend's log line goes to the session whose call it was made during, and to no one else."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx2
@@ -12,10 +11,11 @@ from starlette.requests import Request
 
 from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow import OAuthFlowController
+from master_mcp.auth.flow_state import FlowStore
 from master_mcp.auth.inbound import StaticTokenVerifier, principal_from
 from master_mcp.auth.oauth_client import http_client
 from master_mcp.auth.principal import LOCAL_PRINCIPAL, Principal
-from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore, TokenStore
+from master_mcp.auth.store import BlobStore, MemoryBlobStore, TokenStore
 from master_mcp.auth.strategies import (
     AuthStrategy,
     BypassAuth,
@@ -72,8 +72,11 @@ class MultiAuthManager:
 
     # ---- building ------------------------------------------------------------------------------------------------
 
-    def configure(self, config: MasterConfig) -> None:
-        """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path."""
+    def configure(self, config: MasterConfig, *, token_blobs: Callable[[], BlobStore], flows: FlowStore) -> None:
+        """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path.
+
+        `token_blobs` makes the store of sealed tokens (asked only when a strategy stores tokens); `flows` keeps the
+        pending OAuth flows. Both come from `master.store` (see `master_mcp.stores`)."""
         choices = {s.id: (s.auth_strategy, dict(s.auth_config)) for s in config.servers} | self._requested
         problems: list[str] = []
         index = {server.id: i for i, server in enumerate(config.servers)}
@@ -92,7 +95,7 @@ class MultiAuthManager:
             raise ConfigError(str(config.source or "<config>"), problems)
 
         storing = any(getattr(self._factories.get(choices[s.id][0]), "stores_tokens", False) for s in config.servers)
-        self.store = self._open_store(config, needed=storing)
+        self.store = self._open_store(config, token_blobs if storing else None)
         self._http = http_client()
         settings = config.master
         self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
@@ -102,6 +105,7 @@ class MultiAuthManager:
             identify=self.identify,
             on_authorized=self._authorized,
             require_caller=settings.auth.mode == "local",
+            store=flows,
         )
         for server in config.servers:
             name, options = choices[server.id]
@@ -118,17 +122,14 @@ class MultiAuthManager:
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
 
-    def _open_store(self, config: MasterConfig, *, needed: bool) -> TokenStore:
-        settings = config.master.store
-        persistent = needed and settings.type == "sqlite"
+    def _open_store(self, config: MasterConfig, token_blobs: Callable[[], BlobStore] | None) -> TokenStore:
+        # Tokens that outlive the process (a file, or Redis shared by replicas) need the same key every time.
+        persistent = token_blobs is not None and config.master.store.type != "memory"
         try:
             key = key_from_environment(required=persistent)
         except MasterKeyError as exc:
             raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
-        blobs: BlobStore = MemoryBlobStore()
-        if persistent:
-            path = Path(settings.path)
-            blobs = SQLiteBlobStore(path if path.is_absolute() else config.base_dir / path)
+        blobs = token_blobs() if token_blobs is not None else MemoryBlobStore()
         return TokenStore(blobs, Sealer(key))
 
     async def aclose(self) -> None:
