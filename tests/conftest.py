@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -167,16 +168,17 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> No
 
 @asynccontextmanager
 async def serve_master(
-    config: MasterConfig, *, stateless: bool = False, json_response: bool = False
+    config: MasterConfig, *, stateless: bool | None = None, json_response: bool = False, base_url: str | None = None
 ) -> AsyncIterator[tuple[MasterServer, str]]:
     """A real master (uvicorn, streamable HTTP) on an ephemeral loopback port; yields it and its /mcp URL.
 
-    `master.base_url` is set to the address it really listens on (OAuth redirect URIs depend on it)."""
+    `master.base_url` is set to the address it really listens on (OAuth redirect URIs depend on it), unless
+    `base_url` names another (replicas behind one public address share it). `stateless`: None follows the config."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets it knows are TCP (else ~40 ms a request).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = config.master.model_copy(update={"base_url": f"http://127.0.0.1:{port}", "port": port})
+    settings = config.master.model_copy(update={"base_url": base_url or f"http://127.0.0.1:{port}", "port": port})
     master = MasterServer(config.model_copy(update={"master": settings}))
     app = create_app(master, stateless=stateless, json_response=json_response)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
@@ -188,3 +190,36 @@ async def serve_master(
         finally:
             server.should_exit = True
     sock.close()
+
+
+def redis_server_binary() -> str:
+    """`redis-server` from PATH (Debian's package; .ci/run installs it). Without it the Redis tests fail under CI and
+    are skipped elsewhere. (The PyPI package `redis-server` ships binaries only for Python <= 3.9, so it is no
+    fallback here.)"""
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    reason = "redis-server is not on PATH: install it (Debian: apt-get install redis-server) to run the Redis tests"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+class RedisServer(ServerProcess):
+    """A real redis-server on a loopback port: no persistence, its own folder; `restart` keeps the port (and, with
+    no persistence, forgets every key)."""
+
+    def __init__(self, folder: Path) -> None:
+        port = free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        super().__init__([*command, "--appendonly", "no", "--dir", str(folder)], port)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    yield server
+    server.stop()

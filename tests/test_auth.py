@@ -546,7 +546,7 @@ async def test_local_mode_answers_only_on_loopback(oauth: OAuthBackend) -> None:
     assert master.auth.flows is not None
     remote = httpx2.ASGITransport(app=master.auth.flows, client=("192.0.2.10", 50000))
     async with httpx2.AsyncClient(transport=remote, base_url="http://127.0.0.1:8000") as browser:
-        _, link = master.auth.flows.begin(LOCAL_PRINCIPAL, "cloud")
+        _, link = await master.auth.flows.begin(LOCAL_PRINCIPAL, "cloud")
         page = await browser.get(link.removeprefix("http://127.0.0.1:8000"), follow_redirects=True)
     assert "only on this machine" in page.text
     await master.auth.aclose()

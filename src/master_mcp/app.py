@@ -22,7 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from master_mcp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from master_mcp.net import is_loopback
+from master_mcp.redis_link import StoreUnavailable
 from master_mcp.server import MasterServer
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["create_app", "is_loopback", "transport_security", "trusted_hosts"]
 
@@ -72,13 +75,14 @@ def protect(master: MasterServer, endpoint: ASGIApp) -> ASGIApp:
     return AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(verifier))
 
 
-def create_app(master: MasterServer, *, stateless: bool = False, json_response: bool = False) -> Starlette:
+def create_app(master: MasterServer, *, stateless: bool | None = None, json_response: bool = False) -> Starlette:
+    """`stateless`: None takes `master.stateless` from the config."""
     # Request lines of /oauth/callback carry authorization codes: no access log, whatever handlers exist.
     logging.getLogger("uvicorn.access").disabled = True
     manager = StreamableHTTPSessionManager(
         app=master.lowlevel,
         json_response=json_response,
-        stateless=stateless,
+        stateless=master.config.master.stateless if stateless is None else stateless,
         security_settings=transport_security(master),
     )
 
@@ -92,10 +96,20 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
         ready, servers = master.readiness()
         return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
 
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        # An OAuth route whose flow record could not be read or written: say so, and that trying again is fine.
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        body = {"error": "temporarily_unavailable", "error_description": str(exc)}
+        return JSONResponse(body, status_code=503, headers={"retry-after": "5"})
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with master.running(), manager.run():
-            yield
+        try:
+            async with master.running(), manager.run():
+                yield
+        except StoreUnavailable as exc:
+            logger.error("cannot start: %s", exc)
+            raise
 
     flows = master.auth.flows
     return Starlette(
@@ -112,6 +126,7 @@ def create_app(master: MasterServer, *, stateless: bool = False, json_response: 
             *(flows.routes if flows is not None else []),
         ],
         lifespan=lifespan,
+        exception_handlers={StoreUnavailable: store_unavailable},
     )
 
 

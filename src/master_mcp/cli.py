@@ -17,6 +17,7 @@ from master_mcp.app import create_app, is_loopback
 from master_mcp.auth.crypto import new_key
 from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
 from master_mcp.logs import setup_logging
+from master_mcp.redis_link import StoreUnavailable
 from master_mcp.reload import ConfigWatcher
 from master_mcp.server import MasterServer
 
@@ -94,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     server = DrainingServer(settings, master)
     logger.info("serving MCP at http://%s:%d%s", host, port, config.master.path)
-    server.run()
+    server.run()  # a failed start (e.g. the shared store is unreachable) is logged, then exits with status 3
     return 0
 
 
@@ -156,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--stateless", action="store_true", help="no session state between requests")
+    serve.add_argument(
+        "--stateless",
+        action="store_true",
+        default=None,
+        help="no session state between requests, so any replica can answer any request (config: master.stateless)",
+    )
     serve.add_argument("--json-response", action="store_true", help="answer with JSON instead of SSE streams")
     serve.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host without inbound auth")
     serve.set_defaults(func=cmd_serve)
@@ -183,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -58,6 +58,7 @@ from master_mcp.delegation import (
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
 from master_mcp.logs import REDACTOR, REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
+from master_mcp.redis_link import StoreUnavailable
 from master_mcp.relay import (
     Json,
     error_result,
@@ -67,6 +68,7 @@ from master_mcp.relay import (
     map_tool_result,
 )
 from master_mcp.rounds import PendingCall, RoundTrips
+from master_mcp.stores import Stores
 from master_mcp.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ def _page(items: list[Json], cursor: str | None, size: int, key: str) -> Json:
     return page
 
 
+_LIST_CHANGED: Final = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
 _CHANGES: Final = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -175,6 +182,7 @@ class MasterServer:
         self.rounds = RoundTrips()
         # Tasks that live as long as the master runs (the config watcher, for one).
         self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.stores = Stores(config.master.store, config.base_dir)
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
@@ -231,7 +239,7 @@ class MasterServer:
         previous: MultiAuthManager | None = getattr(self, "auth", None)
         if previous is not None and previous is not auth:
             self._retired.append(previous)  # its HTTP client and store are closed when the master starts
-        auth.configure(self.config)
+        auth.configure(self.config, token_blobs=self.stores.token_blobs, flows=self.stores.flows)
         auth.on_authorized(self._authorized)
         self.auth = auth
         self.pool = BackendPool(
@@ -289,8 +297,10 @@ class MasterServer:
         while self._retired:
             await self._retired.pop().aclose()
         try:
+            await self.stores.open()  # an unreachable shared store stops the start, with its host:port
             async with anyio.create_task_group() as tg, self.pool.running(wait_ready=wait_ready):
                 self._tg = tg
+                tg.start_soon(self.stores.invalidation.listen, self._on_invalidated, name="catalog-invalidation")
                 for companion in self.companions:
                     tg.start_soon(companion)
                 try:
@@ -300,6 +310,7 @@ class MasterServer:
                     tg.cancel_scope.cancel()
         finally:
             await self.auth.aclose()
+            await self.stores.aclose()
 
     def initialization_options(self) -> Any:
         return self.lowlevel.create_initialization_options()
@@ -333,6 +344,8 @@ class MasterServer:
             decision = await self.auth.prepare(server_id, principal)
         except AuthRefused as exc:
             raise BackendUnavailable(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise BackendUnavailable(f"server {server_id!r}: {exc}") from None
         if isinstance(decision, Delegate):
             raise NeedsAuthorization(decision)
         return await self.pool.session(server_id, principal.key, decision.auth, profile)
@@ -490,7 +503,7 @@ class MasterServer:
             forwarded = forward_params(ctx.params, name=route.name)
             idempotent = self.catalog.idempotent(params.name)
             result = await self._forward(ctx, route, "tools/call", forwarded, idempotent=idempotent)
-        except (BackendUnavailable, AuthRefused) as exc:
+        except (BackendUnavailable, AuthRefused, StoreUnavailable) as exc:
             return _for_era(ctx, error_result(str(exc)))
         except NeedsAuthorization as needed:
             return _for_era(ctx, self._delegation(ctx, needed.delegate))
@@ -673,6 +686,20 @@ class MasterServer:
                 await front.notify("notifications/resources/updated", {"uri": uri})
         elif isinstance(note, types.LoggingMessageNotification):
             await self._relay_log(server_id, note, owner)
+        elif isinstance(note, _LIST_CHANGED) and self._tg is not None:
+            # This replica re-lists by itself; the others may not have heard (the backend told this session only).
+            self._tg.start_soon(self._share_change, server_id)
+
+    async def _share_change(self, server_id: str) -> None:
+        try:
+            await self.stores.invalidation.publish(server_id)
+        except StoreUnavailable as exc:
+            logger.warning("server %s: list change not shared with the other replicas: %s", server_id, exc)
+
+    def _on_invalidated(self, server_id: str | None) -> None:
+        """Another replica saw `server_id`'s lists change (None: news may have been missed): re-list it here."""
+        logger.debug("re-listing %s: news from another replica", f"server {server_id}" if server_id else "every server")
+        self.pool.refresh(server_id)
 
     async def _relay_log(self, server_id: str, note: types.LoggingMessageNotification, owner: object) -> None:
         """A backend's log line goes to the session whose call it was made during, and to no one else."""

@@ -125,9 +125,9 @@ class OAuthFlowController:
     def success_url(self) -> str:
         return f"{self.base_url}{self._prefix}/success"
 
-    def begin(self, principal: Principal, server_id: str) -> tuple[str, str]:
+    async def begin(self, principal: Principal, server_id: str) -> tuple[str, str]:
         flow_id = secrets.token_urlsafe(24)
-        self.store.put_flow(flow_id, PendingFlow(principal, server_id))
+        await self.store.put_flow(flow_id, PendingFlow(principal, server_id))
         query = urlencode({"server_id": server_id, "flow": flow_id})
         return flow_id, f"{self.base_url}{self._prefix}/authorize?{query}"
 
@@ -149,7 +149,7 @@ class OAuthFlowController:
             state = secrets.token_urlsafe(32)
             browser = request.cookies.get(COOKIE) or secrets.token_urlsafe(24)
             pending = PendingState(principal, server_id, verifier, _digest(browser), return_to, flow_id)
-            self.store.put_state(state, pending)
+            await self.store.put_state(state, pending)
             scope = request.query_params.get("scope")
             provider = request.query_params.get("provider")
             if provider is not None and provider != strategy.provider:
@@ -171,7 +171,7 @@ class OAuthFlowController:
         if caller is None and self._require_caller:
             raise FlowError("in single-user local mode the authorization routes answer only on this machine")
         if flow_id:
-            flow = self.store.take_flow(flow_id)
+            flow = await self.store.take_flow(flow_id)
             if flow is None or flow.server_id != server_id:
                 raise FlowError("this authorization link is unknown, used already, or expired; ask for a new one")
             if caller is not None and caller.key != flow.principal.key:
@@ -186,12 +186,12 @@ class OAuthFlowController:
         state = params.get("state")
         if not state:
             return self._fail("the provider's answer has no state")
-        pending = self.store.peek_state(state)
+        pending = await self.store.peek_state(state)
         if pending is None:
             return self._fail("unknown, used or expired state; start the authorization again")
         if _digest(request.cookies.get(COOKIE, "")) != pending.browser:
             return self._fail("this authorization was started in another browser session")
-        if self.store.take_state(state) is None:  # spent by a concurrent request meanwhile: single use holds
+        if await self.store.take_state(state) is None:  # spent by a concurrent request meanwhile: single use holds
             return self._fail("unknown, used or expired state; start the authorization again")
         if error := params.get("error"):
             description = params.get("error_description") or ""
@@ -218,13 +218,13 @@ class OAuthFlowController:
         state, code = form.get("state"), form.get("code")
         if not isinstance(state, str) or not isinstance(code, str):
             return JSONResponse({"error": "invalid_request", "error_description": "state and code are required"}, 400)
-        pending = self.store.peek_state(state)
+        pending = await self.store.peek_state(state)
         if pending is None:
             return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired state"}, 400)
         caller = await self._identify(request)
         if caller is None or caller.key != pending.principal.key:
             return JSONResponse({"error": "access_denied", "error_description": "state belongs to another user"}, 403)
-        if self.store.take_state(state) is None:
+        if await self.store.take_state(state) is None:
             return JSONResponse({"error": "invalid_grant", "error_description": "unknown, used or expired state"}, 400)
         try:
             await self._complete(pending, code, None)

@@ -36,11 +36,13 @@ class PendingState:
 
 
 class FlowStore(Protocol):
-    def put_flow(self, flow_id: str, flow: PendingFlow) -> None: ...
-    def take_flow(self, flow_id: str) -> PendingFlow | None: ...
-    def put_state(self, state: str, pending: PendingState) -> None: ...
-    def peek_state(self, state: str) -> PendingState | None: ...
-    def take_state(self, state: str) -> PendingState | None: ...
+    """Async, so a store shared by several replicas (Redis) has the same shape as the in-process one."""
+
+    async def put_flow(self, flow_id: str, flow: PendingFlow) -> None: ...
+    async def take_flow(self, flow_id: str) -> PendingFlow | None: ...
+    async def put_state(self, state: str, pending: PendingState) -> None: ...
+    async def peek_state(self, state: str) -> PendingState | None: ...
+    async def take_state(self, state: str) -> PendingState | None: ...
 
 
 class MemoryFlowStore:
@@ -56,23 +58,23 @@ class MemoryFlowStore:
         while table and (len(table) > _MAX_PENDING or next(iter(table.values())).created + self._ttl < now):
             table.popitem(last=False)
 
-    def put_flow(self, flow_id: str, flow: PendingFlow) -> None:
+    async def put_flow(self, flow_id: str, flow: PendingFlow) -> None:
         self._flows[flow_id] = flow
         self._prune(self._flows)
 
-    def take_flow(self, flow_id: str) -> PendingFlow | None:
+    async def take_flow(self, flow_id: str) -> PendingFlow | None:
         flow = self._flows.pop(flow_id, None)
         return flow if flow is not None and flow.created + self._ttl >= time.time() else None
 
-    def put_state(self, state: str, pending: PendingState) -> None:
+    async def put_state(self, state: str, pending: PendingState) -> None:
         self._states[state] = pending
         self._prune(self._states)
 
-    def peek_state(self, state: str) -> PendingState | None:
+    async def peek_state(self, state: str) -> PendingState | None:
         """The record, left in place: checked before it is spent, so a stranger holding it cannot void it."""
         pending = self._states.get(state)
         return pending if pending is not None and pending.created + self._ttl >= time.time() else None
 
-    def take_state(self, state: str) -> PendingState | None:
+    async def take_state(self, state: str) -> PendingState | None:
         pending = self._states.pop(state, None)
         return pending if pending is not None and pending.created + self._ttl >= time.time() else None

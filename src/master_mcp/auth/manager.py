@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx2
@@ -12,10 +11,11 @@ from starlette.requests import Request
 
 from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow import OAuthFlowController
+from master_mcp.auth.flow_state import FlowStore
 from master_mcp.auth.inbound import StaticTokenVerifier, principal_from
 from master_mcp.auth.oauth_client import http_client
 from master_mcp.auth.principal import LOCAL_PRINCIPAL, Principal
-from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore, TokenStore
+from master_mcp.auth.store import BlobStore, MemoryBlobStore, TokenStore
 from master_mcp.auth.strategies import (
     AuthStrategy,
     BypassAuth,
@@ -54,6 +54,7 @@ class MultiAuthManager:
         self._http: httpx2.AsyncClient | None = None
         self._verifier: StaticTokenVerifier | None = None
         self._retired_stores: list[TokenStore] = []
+        self._token_blobs: Callable[[], BlobStore] | None = None
         self._on_authorized: Callable[[Principal, str, str], Awaitable[None]] | None = None
 
     # ---- registration --------------------------------------------------------------------------------------------
@@ -73,10 +74,14 @@ class MultiAuthManager:
 
     # ---- building ------------------------------------------------------------------------------------------------
 
-    def configure(self, config: MasterConfig) -> None:
-        """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path."""
+    def configure(self, config: MasterConfig, *, token_blobs: Callable[[], BlobStore], flows: FlowStore) -> None:
+        """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path.
+
+        `token_blobs` makes the store of sealed tokens (asked only when a strategy stores tokens); `flows` keeps the
+        pending OAuth flows. Both come from `master.store` (see `master_mcp.stores`)."""
         self._check_choices(config)
-        self.store = self._open_store(config, needed=self._stores_tokens(config))
+        self._token_blobs = token_blobs
+        self.store = self._open_store(config, token_blobs if self._stores_tokens(config) else None)
         self._http = http_client()
         settings = config.master
         self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
@@ -86,6 +91,7 @@ class MultiAuthManager:
             identify=self.identify,
             on_authorized=self._authorized,
             require_caller=settings.auth.mode == "local",
+            store=flows,
         )
         self._strategies = self._build(config, [server.id for server in config.servers])
 
@@ -96,7 +102,7 @@ class MultiAuthManager:
         built = self._build(config, [server.id for server in config.servers if server.id in rebuild])
         if self._stores_tokens(config) and isinstance(self.store, TokenStore) and not self.store.persistent:
             # A server that keeps tokens arrived: they must survive restarts as they would have from the start.
-            store = self._open_store(config, needed=True)
+            store = self._open_store(config, self._token_blobs)
             if store.persistent:
                 self._retired_stores.append(self.store)
                 self.store = store
@@ -152,17 +158,14 @@ class MultiAuthManager:
             raise ConfigError(str(config.source or "<config>"), problems)
         return strategies
 
-    def _open_store(self, config: MasterConfig, *, needed: bool) -> TokenStore:
-        settings = config.master.store
-        persistent = needed and settings.type == "sqlite"
+    def _open_store(self, config: MasterConfig, token_blobs: Callable[[], BlobStore] | None) -> TokenStore:
+        # Tokens that outlive the process (a file, or Redis shared by replicas) need the same key every time.
+        persistent = token_blobs is not None and config.master.store.type != "memory"
         try:
             key = key_from_environment(required=persistent)
         except MasterKeyError as exc:
             raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
-        blobs: BlobStore = MemoryBlobStore()
-        if persistent:
-            path = Path(settings.path)
-            blobs = SQLiteBlobStore(path if path.is_absolute() else config.base_dir / path)
+        blobs = token_blobs() if token_blobs is not None else MemoryBlobStore()
         return TokenStore(blobs, Sealer(key))
 
     async def aclose(self) -> None:

@@ -458,7 +458,8 @@ class BackendConnection:
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, _LIST_CHANGED):
             self._refresh.set()
-        elif isinstance(message, types.ServerNotification) and self._on_notification is not None:
+        # List changes are reported too: the master shares them with its other replicas.
+        if isinstance(message, types.ServerNotification) and self._on_notification is not None:
             await self._on_notification(self.server_id, message, self._owner())
         elif isinstance(message, Exception):
             logger.warning("server %s: transport error: %s", self.server_id, _describe(message))
@@ -475,6 +476,10 @@ class BackendConnection:
                 logger.warning("server %s: re-listing after list_changed failed: %s", self.server_id, _describe(exc))
                 continue
             self._on_listing(self.server_id, listing)
+
+    def refresh(self) -> None:
+        """Re-list as if the backend had said its lists changed (another replica heard it say so)."""
+        self._refresh.set()
 
     def _crash_loop(self) -> bool:
         """Record one more failure; True when there were too many of them too recently."""

@@ -220,6 +220,12 @@ class BackendPool:
         """Every open connection: the shared ones and the on-demand ones (per principal, per profile)."""
         return [*self.connections.values(), *self._sessions.values()]
 
+    def refresh(self, server_id: str | None) -> None:
+        """Re-list `server_id` (None: every server) on each of its open connections."""
+        for connection in self.live():
+            if server_id is None or connection.server_id == server_id:
+                connection.refresh()
+
     def sessions_of(self, server_id: str) -> int:
         return sum(1 for key in self._sessions if key[0] == server_id)
 

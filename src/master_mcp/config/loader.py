@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -160,7 +161,16 @@ def parse_config(data: Any, source: str = "<config>") -> MasterConfig:
         config = MasterConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _validation_problems(exc)) from None
-    return config.model_copy(update={"secrets": frozenset(secrets)})
+    return config.model_copy(update={"secrets": frozenset(secrets | _store_secrets(config))})
+
+
+def _store_secrets(config: MasterConfig) -> set[str]:
+    """The Redis URL may carry a password, however it was written (literal, `${VAR}`, an env override)."""
+    url = config.master.store.url
+    if url is None:
+        return set()
+    password = urlsplit(url).password
+    return {url, *((password, unquote(password)) if password else ())}
 
 
 def load_config(path: str | Path | None = None) -> MasterConfig:

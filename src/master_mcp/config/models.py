@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,10 +78,40 @@ class InboundAuth(_Strict):
 
 
 class TokenStoreSettings(_Strict):
-    """Where per-user backend tokens live; `sqlite` (one file) survives restarts, `memory` does not."""
+    """Where per-user backend tokens (and pending OAuth flows) live: `sqlite` (one file) survives restarts, `memory`
+    does not, `redis` is shared by every replica of the master (tokens, flows, catalog invalidation)."""
 
-    type: Literal["memory", "sqlite"] = "sqlite"
+    type: Literal["memory", "sqlite", "redis"] = "sqlite"
     path: str = "master-mcp-tokens.db"
+    # repr=False: the URL may carry the Redis password.
+    url: str | None = Field(default=None, repr=False)
+    key_prefix: str = Field(default="master-mcp:", min_length=1)
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_redis(cls, value: str | None) -> str | None:
+        # The messages never echo the value: it may hold a password.
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError("must start with redis:// (or rediss:// for TLS)")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ValueError("has a malformed port") from None
+        if not parts.hostname:
+            raise ValueError("names no host")
+        return value
+
+    @model_validator(mode="after")
+    def _url_fits_type(self) -> TokenStoreSettings:
+        if self.type == "redis" and self.url is None:
+            raise ValueError("type 'redis' requires 'url' (redis://host:port/db or rediss:// for TLS)")
+        if self.type != "redis" and self.url is not None:
+            raise ValueError("'url' is only used with type 'redis'")
+        return self
 
 
 class SessionSettings(_Strict):
@@ -116,6 +147,8 @@ class MasterSettings(_Strict):
     auth: InboundAuth = InboundAuth()
     store: TokenStoreSettings = TokenStoreSettings()
     sessions: SessionSettings = SessionSettings()
+    # Streamable HTTP with no session state between requests (`serve --stateless`): any replica answers any request.
+    stateless: bool = False
 
     @field_validator("path")
     @classmethod

@@ -45,7 +45,7 @@ class AuthRefused(Exception):
 class FlowStarter(Protocol):
     """The part of the OAuth flow controller a strategy needs: start a flow for a principal."""
 
-    def begin(self, principal: Principal, server_id: str) -> tuple[str, str]:
+    async def begin(self, principal: Principal, server_id: str) -> tuple[str, str]:
         """Register a pending flow; returns (flow id, the master URL that starts it)."""
         ...
 

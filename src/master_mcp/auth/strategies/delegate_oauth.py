@@ -114,7 +114,7 @@ class DelegateOAuth:
             reason = f"server {self.server_id!r} needs authorization, but its provider is unknown: {exc}"
             raise AuthRefused(reason) from None
         flows = self._context.flows
-        flow_id, url = flows.begin(principal, self.server_id)
+        flow_id, url = await flows.begin(principal, self.server_id)
         return Delegate(
             server_id=self.server_id,
             authorization_url=url,

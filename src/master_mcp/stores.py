@@ -1,0 +1,54 @@
+"""What a master keeps beyond its own process, built from `master.store`: the one place that reads its `type`.
+
+| type   | token blobs        | pending OAuth flows | catalog invalidation |
+|--------|--------------------|---------------------|----------------------|
+| memory | memory             | memory              | none (one master)    |
+| sqlite | one SQLite file    | memory              | none (one master)    |
+| redis  | Redis              | Redis (TTL, atomic) | Redis pub/sub        |
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from master_mcp.auth.flow_state import FlowStore, MemoryFlowStore
+from master_mcp.auth.redis_store import RedisBlobStore, RedisFlowStore
+from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore
+from master_mcp.catalog.invalidation import Invalidation, LocalInvalidation
+from master_mcp.config.models import TokenStoreSettings
+from master_mcp.redis_link import RedisLink
+from master_mcp.sync import RedisInvalidation
+
+
+class Stores:
+    def __init__(self, settings: TokenStoreSettings, base_dir: Path) -> None:
+        self.settings = settings
+        self._base_dir = base_dir
+        # Tells this master's own invalidation messages from the other replicas'.
+        self.instance = uuid.uuid4().hex
+        self.link: RedisLink | None = None
+        self.flows: FlowStore = MemoryFlowStore()
+        self.invalidation: Invalidation = LocalInvalidation()
+        if settings.type == "redis" and settings.url is not None:
+            self.link = RedisLink(settings.url, settings.key_prefix, settings.timeout_s)
+            self.flows = RedisFlowStore(self.link)
+            self.invalidation = RedisInvalidation(self.link, self.instance)
+
+    def token_blobs(self) -> BlobStore:
+        """Where sealed tokens go; asked for only when some backend's strategy stores tokens."""
+        if self.link is not None:
+            return RedisBlobStore(self.link)
+        if self.settings.type == "sqlite":
+            path = Path(self.settings.path)
+            return SQLiteBlobStore(path if path.is_absolute() else self._base_dir / path)
+        return MemoryBlobStore()
+
+    async def open(self) -> None:
+        """With the master: connect (Redis) and check the store answers; raises `StoreUnavailable` if not."""
+        if self.link is not None:
+            await self.link.open()
+
+    async def aclose(self) -> None:
+        if self.link is not None:
+            await self.link.aclose()
