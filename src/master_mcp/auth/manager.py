@@ -7,14 +7,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx2
+from mcp.server.auth.provider import TokenVerifier
 from pydantic import ValidationError
 from starlette.requests import Request
 
 from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow import OAuthFlowController
 from master_mcp.auth.inbound import StaticTokenVerifier, principal_from
+from master_mcp.auth.master_login import MasterLogin
 from master_mcp.auth.oauth_client import http_client
+from master_mcp.auth.oauth_verifier import MasterProvider, OAuthTokenVerifier
 from master_mcp.auth.principal import LOCAL_PRINCIPAL, Principal
+from master_mcp.auth.resource_server import ResourceServer
+from master_mcp.auth.session import SessionCookies
 from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore, TokenStore
 from master_mcp.auth.strategies import (
     AuthStrategy,
@@ -25,6 +30,7 @@ from master_mcp.auth.strategies import (
     MasterOAuth,
     ProxyOAuth,
     StrategyContext,
+    TokenExchange,
 )
 from master_mcp.config import ConfigError, MasterConfig
 from master_mcp.config.loader import key_path
@@ -40,6 +46,7 @@ _BUILTIN: dict[str, StrategyFactory] = {
     MasterOAuth.name: MasterOAuth,
     DelegateOAuth.name: DelegateOAuth,
     ProxyOAuth.name: ProxyOAuth,
+    TokenExchange.name: TokenExchange,
 }
 # Strategies whose credential travels as an HTTP header: a stdio child has no such thing.
 
@@ -52,7 +59,10 @@ class MultiAuthManager:
         self.store: TokenStore | None = None
         self.flows: OAuthFlowController | None = None
         self._http: httpx2.AsyncClient | None = None
-        self._verifier: StaticTokenVerifier | None = None
+        self._verifier: TokenVerifier | None = None
+        self.resource_server: ResourceServer | None = None
+        self.master_provider: MasterProvider | None = None
+        self._master_key = b""
         self._on_authorized: Callable[[Principal, str, str], Awaitable[None]] | None = None
 
     # ---- registration --------------------------------------------------------------------------------------------
@@ -95,13 +105,19 @@ class MultiAuthManager:
         self.store = self._open_store(config, needed=storing)
         self._http = http_client()
         settings = config.master
-        self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
+        self._configure_inbound(config)
+        login = sessions = None
+        if self.master_provider is not None and isinstance(self._verifier, OAuthTokenVerifier):
+            login = MasterLogin(self.master_provider, self._verifier, resource=self._verifier.accepted_audiences[0])
+            sessions = SessionCookies(self._master_key, secure=settings.public_base_url.startswith("https://"))
         self.flows = OAuthFlowController(
             base_url=settings.public_base_url,
             strategies=self.delegating,
             identify=self.identify,
             on_authorized=self._authorized,
             require_caller=settings.auth.mode == "local",
+            login=login,
+            sessions=sessions,
         )
         for server in config.servers:
             name, options = choices[server.id]
@@ -118,6 +134,33 @@ class MultiAuthManager:
         if problems:
             raise ConfigError(str(config.source or "<config>"), problems)
 
+    def _configure_inbound(self, config: MasterConfig) -> None:
+        settings = config.master
+        inbound = settings.auth
+        resource = f"{settings.public_base_url.rstrip('/')}{settings.path}"
+        self._verifier = None
+        self.master_provider = None
+        authorization_servers: tuple[str, ...] = ()
+        if inbound.mode == "static_tokens":
+            self._verifier = StaticTokenVerifier(inbound)
+        elif inbound.mode == "master_oauth":
+            assert self._http is not None and inbound.issuer is not None
+            self.master_provider = MasterProvider(inbound, self._http)
+            self._verifier = OAuthTokenVerifier(self.master_provider, resource=resource)
+            authorization_servers = (inbound.issuer,)
+        self.resource_server = (
+            ResourceServer(
+                self._verifier,
+                resource=resource,
+                required_scopes=tuple(inbound.required_scopes),
+                scopes_supported=tuple(dict.fromkeys([*inbound.scopes, *inbound.required_scopes])),
+                authorization_servers=authorization_servers,
+                name=settings.name,
+            )
+            if self._verifier is not None
+            else None
+        )
+
     def _open_store(self, config: MasterConfig, *, needed: bool) -> TokenStore:
         settings = config.master.store
         persistent = needed and settings.type == "sqlite"
@@ -125,6 +168,7 @@ class MultiAuthManager:
             key = key_from_environment(required=persistent)
         except MasterKeyError as exc:
             raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
+        self._master_key = key  # also signs browser session cookies (a key derived from it)
         blobs: BlobStore = MemoryBlobStore()
         if persistent:
             path = Path(settings.path)
@@ -151,7 +195,7 @@ class MultiAuthManager:
         return await self._strategies[server_id].prepare(principal)
 
     @property
-    def token_verifier(self) -> StaticTokenVerifier | None:
+    def token_verifier(self) -> TokenVerifier | None:
         return self._verifier
 
     async def identify(self, request: Request) -> Principal | None:
