@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 import uvicorn
 import yaml
@@ -133,6 +134,45 @@ class OAuthBackend(ServerProcess):
         self.base = f"http://127.0.0.1:{port}"
         self.url = f"{self.base}/mcp"
         super().__init__([sys.executable, str(TESTS / "backends" / "oauth_server.py"), "--port", str(port)], port)
+
+
+class JwtAuthServer(ServerProcess):
+    """tests/backends/jwt_server.py: an authorization server issuing signed JWTs, and an MCP backend taking them."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/mcp"
+        super().__init__([sys.executable, str(TESTS / "backends" / "jwt_server.py"), "--port", str(port)], port)
+
+    def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Call a test knob (`/admin/...`) synchronously: GET without a body, POST with one."""
+        with httpx2.Client(timeout=15) as http:
+            url = f"{self.base}/admin/{path}"
+            response = http.get(url) if body is None else http.post(url, json=body)
+            response.raise_for_status()
+            return response.json()
+
+    def mint(self, **claims: Any) -> str:
+        return str(self.admin("mint", claims)["token"])
+
+
+@pytest.fixture
+def no_credentials_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
+    """Every log line of the test (debug included) is checked at teardown: no JWT (`eyJ...`) and none of the
+    values the test adds to the yielded list. The test's own HTTP client (httpx2/httpcore2) is left out: it logs
+    the URLs it follows, codes included, and is not the master."""
+    caplog.set_level("DEBUG")
+    credentials: list[str] = []
+    yield credentials
+    for when in ("setup", "call"):
+        for record in caplog.get_records(when):
+            if record.name.startswith(("httpx2", "httpcore2")):
+                continue
+            line = f"{record.getMessage()} {record.exc_text or ''}"
+            assert "eyJ" not in line, f"a JWT in a log line of {record.name}"
+            leaked = [c for c in credentials if c in line]
+            assert not leaked, f"a credential in a log line of {record.name}"
 
 
 @pytest.fixture(scope="session")

@@ -145,7 +145,7 @@ def test_unknown_auth_strategy_names_the_key() -> None:
     config = parse_config({"servers": [STDIO, {**STDIO, "id": "b", "auth_strategy": "magic"}]})
     with pytest.raises(ConfigError) as info:
         MasterServer(config)
-    available = "bypass_auth, delegate_oauth, master_oauth, proxy_oauth"
+    available = "bypass_auth, delegate_oauth, master_oauth, proxy_oauth, token_exchange"
     assert info.value.problems == [f"servers[1].auth_strategy: unknown auth strategy 'magic' (available: {available})"]
     config = parse_config({"servers": [{**STDIO, "auth_config": {"token": "x"}}]})
     with pytest.raises(ConfigError, match=r"servers\[0\].auth_config.token: unknown key"):

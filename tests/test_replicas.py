@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from master_mcp.auth.crypto import Sealer, new_key
 from master_mcp.auth.flow_state import PendingFlow, PendingState
 from master_mcp.auth.principal import Principal
-from master_mcp.auth.redis_store import RedisBlobStore, RedisFlowStore
+from master_mcp.auth.redis_store import RedisBlobStore, RedisConsentStore, RedisFlowStore
 from master_mcp.auth.store import StoredToken, TokenKey, TokenStore
 from master_mcp.cli import build_parser
 from master_mcp.config import ConfigError, parse_config
@@ -155,6 +155,13 @@ async def test_redis_flow_store_single_use_across_clients(link: RedisLink, redis
         pending = PendingState(principal, "cloud", "verifier-abc", "browser-digest", "/back", "flow-id-1")
         await mine.put_state("state-1", pending)
         assert await theirs.peek_state("state-1") == pending  # peek leaves it in place
+        # What the master's own login and consent need of a record survives the trip too.
+        oauth_user = Principal("https://as", "bob", audiences=frozenset({"https://m/mcp"}), client_id="ide")
+        login = PendingState(oauth_user, "", "v", "b", None, "", purpose="login", scope="mcp")
+        await mine.put_state("state-login", login)
+        back = await theirs.take_state("state-login")
+        assert back is not None and (back.purpose, back.scope) == ("login", "mcp")
+        assert (back.principal.audiences, back.principal.client_id) == (oauth_user.audiences, "ide")
         assert await theirs.peek_state("state-1") == pending
         names = await keys(redis_server)
         assert not any("state-1" in name or "flow-id-1" in name for name in names)  # ids are stored as digests
@@ -168,6 +175,21 @@ async def test_redis_flow_store_single_use_across_clients(link: RedisLink, redis
             for store in (mine, theirs, mine, theirs):
                 tg.start_soon(take, store)
         assert [r for r in results if r is not None] == [pending]
+    finally:
+        await other.aclose()
+
+
+async def test_redis_consent_records_are_shared(link: RedisLink, redis_server: RedisServer) -> None:
+    other = RedisLink(redis_server.url, "test:", timeout_s=1.0)
+    await other.open()
+    try:
+        mine, theirs = RedisConsentStore(link), RedisConsentStore(other)
+        key = ("https://as", "alice", "ide-client")
+        assert await theirs.get(key) is None
+        await mine.put(key, 1234.5)
+        assert await theirs.get(key) == 1234.5
+        assert await theirs.get(("https://as", "alice", "other-client")) is None
+        assert not any("alice" in name for name in await keys(redis_server))  # stored under a digest
     finally:
         await other.aclose()
 

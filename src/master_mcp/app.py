@@ -7,13 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -66,13 +63,9 @@ class RefuseWhileDraining:
 
 
 def protect(master: MasterServer, endpoint: ASGIApp) -> ASGIApp:
-    """With inbound tokens configured, `/mcp` answers 401 (or 403 for missing scopes) before any MCP is read."""
-    verifier = master.auth.token_verifier
-    if verifier is None:
-        return endpoint
-    required = list(master.config.master.auth.required_scopes)
-    guarded = RequireAuthMiddleware(endpoint, required)
-    return AuthenticationMiddleware(AuthContextMiddleware(guarded), backend=BearerAuthBackend(verifier))
+    """With inbound auth configured, `/mcp` answers 400/401/403 (RFC 6750) before any MCP is read."""
+    resource_server = master.auth.resource_server
+    return endpoint if resource_server is None else resource_server.guard(endpoint)
 
 
 def create_app(master: MasterServer, *, stateless: bool | None = None, json_response: bool = False) -> Starlette:
@@ -112,6 +105,7 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
             raise
 
     flows = master.auth.flows
+    resource_server = master.auth.resource_server
     return Starlette(
         # Every route, not only /mcp, answers only to the names it is reached by (DNS rebinding).
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts(master))],
@@ -124,6 +118,7 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *(flows.routes if flows is not None else []),
+            *(resource_server.routes if resource_server is not None else []),
         ],
         lifespan=lifespan,
         exception_handlers={StoreUnavailable: store_unavailable},

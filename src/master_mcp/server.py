@@ -239,7 +239,9 @@ class MasterServer:
         previous: MultiAuthManager | None = getattr(self, "auth", None)
         if previous is not None and previous is not auth:
             self._retired.append(previous)  # its HTTP client and store are closed when the master starts
-        auth.configure(self.config, token_blobs=self.stores.token_blobs, flows=self.stores.flows)
+        auth.configure(
+            self.config, token_blobs=self.stores.token_blobs, flows=self.stores.flows, consents=self.stores.consents
+        )
         auth.on_authorized(self._authorized)
         self.auth = auth
         self.pool = BackendPool(

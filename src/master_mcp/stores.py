@@ -1,10 +1,10 @@
 """What a master keeps beyond its own process, built from `master.store`: the one place that reads its `type`.
 
-| type   | token blobs        | pending OAuth flows | catalog invalidation |
-|--------|--------------------|---------------------|----------------------|
-| memory | memory             | memory              | none (one master)    |
-| sqlite | one SQLite file    | memory              | none (one master)    |
-| redis  | Redis              | Redis (TTL, atomic) | Redis pub/sub        |
+| type   | token blobs        | pending OAuth flows | consent records | catalog invalidation |
+|--------|--------------------|---------------------|-----------------|----------------------|
+| memory | memory             | memory              | memory          | none (one master)    |
+| sqlite | one SQLite file    | memory              | memory          | none (one master)    |
+| redis  | Redis              | Redis (TTL, atomic) | Redis           | Redis pub/sub        |
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from master_mcp.auth.consent import ConsentStore, MemoryConsentStore
 from master_mcp.auth.flow_state import FlowStore, MemoryFlowStore
-from master_mcp.auth.redis_store import RedisBlobStore, RedisFlowStore
+from master_mcp.auth.redis_store import RedisBlobStore, RedisConsentStore, RedisFlowStore
 from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore
 from master_mcp.catalog.invalidation import Invalidation, LocalInvalidation
 from master_mcp.config.models import TokenStoreSettings
@@ -29,10 +30,12 @@ class Stores:
         self.instance = uuid.uuid4().hex
         self.link: RedisLink | None = None
         self.flows: FlowStore = MemoryFlowStore()
+        self.consents: ConsentStore = MemoryConsentStore()
         self.invalidation: Invalidation = LocalInvalidation()
         if settings.type == "redis" and settings.url is not None:
             self.link = RedisLink(settings.url, settings.key_prefix, settings.timeout_s)
             self.flows = RedisFlowStore(self.link)
+            self.consents = RedisConsentStore(self.link)
             self.invalidation = RedisInvalidation(self.link, self.instance)
 
     def token_blobs(self) -> BlobStore:

@@ -33,6 +33,9 @@ class PendingState:
     return_to: str | None
     flow_id: str
     created: float = field(default_factory=time.time)
+    # "login" for the master's own login (whose callback shares /oauth/callback), else a backend's flow.
+    purpose: str = "backend"
+    scope: str | None = None
 
 
 class FlowStore(Protocol):

@@ -35,9 +35,16 @@ class StaticTokenVerifier(TokenVerifier):
 
 
 def principal_from(access: AccessToken) -> Principal:
-    issuer = str((access.claims or {}).get("iss") or STATIC_ISSUER)
+    claims = access.claims or {}
+    issuer = str(claims.get("iss") or STATIC_ISSUER)
+    audiences = claims.get("aud")
     return Principal(
-        issuer=issuer, subject=access.subject or access.client_id, scopes=frozenset(access.scopes), token=access.token
+        issuer=issuer,
+        subject=access.subject or access.client_id,
+        scopes=frozenset(access.scopes),
+        audiences=frozenset(audiences) if isinstance(audiences, list) else frozenset(),
+        client_id=str(claims["client_id"]) if claims.get("client_id") else None,
+        token=access.token,
     )
 
 

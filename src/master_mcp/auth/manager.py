@@ -6,15 +6,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import httpx2
+from mcp.server.auth.provider import TokenVerifier
 from pydantic import ValidationError
 from starlette.requests import Request
 
+from master_mcp.auth.consent import ConsentStore
 from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow import OAuthFlowController
 from master_mcp.auth.flow_state import FlowStore
 from master_mcp.auth.inbound import StaticTokenVerifier, principal_from
+from master_mcp.auth.master_login import MasterLogin
 from master_mcp.auth.oauth_client import http_client
+from master_mcp.auth.oauth_verifier import MasterProvider, OAuthTokenVerifier
 from master_mcp.auth.principal import LOCAL_PRINCIPAL, Principal
+from master_mcp.auth.resource_server import ResourceServer
+from master_mcp.auth.session import SessionCookies
 from master_mcp.auth.store import BlobStore, MemoryBlobStore, TokenStore
 from master_mcp.auth.strategies import (
     AuthStrategy,
@@ -25,6 +31,7 @@ from master_mcp.auth.strategies import (
     MasterOAuth,
     ProxyOAuth,
     StrategyContext,
+    TokenExchange,
 )
 from master_mcp.config import ConfigError, MasterConfig
 from master_mcp.config.loader import key_path
@@ -40,6 +47,7 @@ _BUILTIN: dict[str, StrategyFactory] = {
     MasterOAuth.name: MasterOAuth,
     DelegateOAuth.name: DelegateOAuth,
     ProxyOAuth.name: ProxyOAuth,
+    TokenExchange.name: TokenExchange,
 }
 # Strategies whose credential travels as an HTTP header: a stdio child has no such thing.
 
@@ -52,7 +60,10 @@ class MultiAuthManager:
         self.store: TokenStore | None = None
         self.flows: OAuthFlowController | None = None
         self._http: httpx2.AsyncClient | None = None
-        self._verifier: StaticTokenVerifier | None = None
+        self._verifier: TokenVerifier | None = None
+        self.resource_server: ResourceServer | None = None
+        self.master_provider: MasterProvider | None = None
+        self._master_key = b""
         self._retired_stores: list[TokenStore] = []
         self._token_blobs: Callable[[], BlobStore] | None = None
         self._on_authorized: Callable[[Principal, str, str], Awaitable[None]] | None = None
@@ -74,17 +85,29 @@ class MultiAuthManager:
 
     # ---- building ------------------------------------------------------------------------------------------------
 
-    def configure(self, config: MasterConfig, *, token_blobs: Callable[[], BlobStore], flows: FlowStore) -> None:
+    def configure(
+        self,
+        config: MasterConfig,
+        *,
+        token_blobs: Callable[[], BlobStore],
+        flows: FlowStore,
+        consents: ConsentStore | None = None,
+    ) -> None:
         """Build every backend's strategy; a bad choice is a `ConfigError` naming its key path.
 
         `token_blobs` makes the store of sealed tokens (asked only when a strategy stores tokens); `flows` keeps the
-        pending OAuth flows. Both come from `master.store` (see `master_mcp.stores`)."""
+        pending OAuth flows; `consents` remembers who approved which client. All come from `master.store` (see
+        `master_mcp.stores`)."""
         self._check_choices(config)
         self._token_blobs = token_blobs
         self.store = self._open_store(config, token_blobs if self._stores_tokens(config) else None)
         self._http = http_client()
         settings = config.master
-        self._verifier = StaticTokenVerifier(settings.auth) if settings.auth.mode == "static_tokens" else None
+        self._configure_inbound(config)
+        login = sessions = None
+        if self.master_provider is not None and isinstance(self._verifier, OAuthTokenVerifier):
+            login = MasterLogin(self.master_provider, self._verifier, resource=self._verifier.accepted_audiences[0])
+            sessions = SessionCookies(self._master_key, secure=settings.public_base_url.startswith("https://"))
         self.flows = OAuthFlowController(
             base_url=settings.public_base_url,
             strategies=self.delegating,
@@ -92,6 +115,9 @@ class MultiAuthManager:
             on_authorized=self._authorized,
             require_caller=settings.auth.mode == "local",
             store=flows,
+            consents=consents,
+            login=login,
+            sessions=sessions,
         )
         self._strategies = self._build(config, [server.id for server in config.servers])
 
@@ -158,6 +184,33 @@ class MultiAuthManager:
             raise ConfigError(str(config.source or "<config>"), problems)
         return strategies
 
+    def _configure_inbound(self, config: MasterConfig) -> None:
+        settings = config.master
+        inbound = settings.auth
+        resource = f"{settings.public_base_url.rstrip('/')}{settings.path}"
+        self._verifier = None
+        self.master_provider = None
+        authorization_servers: tuple[str, ...] = ()
+        if inbound.mode == "static_tokens":
+            self._verifier = StaticTokenVerifier(inbound)
+        elif inbound.mode == "master_oauth":
+            assert self._http is not None and inbound.issuer is not None
+            self.master_provider = MasterProvider(inbound, self._http)
+            self._verifier = OAuthTokenVerifier(self.master_provider, resource=resource)
+            authorization_servers = (inbound.issuer,)
+        self.resource_server = (
+            ResourceServer(
+                self._verifier,
+                resource=resource,
+                required_scopes=tuple(inbound.required_scopes),
+                scopes_supported=tuple(dict.fromkeys([*inbound.scopes, *inbound.required_scopes])),
+                authorization_servers=authorization_servers,
+                name=settings.name,
+            )
+            if self._verifier is not None
+            else None
+        )
+
     def _open_store(self, config: MasterConfig, token_blobs: Callable[[], BlobStore] | None) -> TokenStore:
         # Tokens that outlive the process (a file, or Redis shared by replicas) need the same key every time.
         persistent = token_blobs is not None and config.master.store.type != "memory"
@@ -165,6 +218,8 @@ class MultiAuthManager:
             key = key_from_environment(required=persistent)
         except MasterKeyError as exc:
             raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
+        if not self._master_key:
+            self._master_key = key  # also signs browser session cookies (a key derived from it)
         blobs = token_blobs() if token_blobs is not None else MemoryBlobStore()
         return TokenStore(blobs, Sealer(key))
 
@@ -190,7 +245,7 @@ class MultiAuthManager:
         return await self._strategies[server_id].prepare(principal)
 
     @property
-    def token_verifier(self) -> StaticTokenVerifier | None:
+    def token_verifier(self) -> TokenVerifier | None:
         return self._verifier
 
     async def identify(self, request: Request) -> Principal | None:

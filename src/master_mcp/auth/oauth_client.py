@@ -46,6 +46,11 @@ class ClientCredentials:
         return out
 
 
+def same_url(a: str, b: str) -> bool:
+    """Two spellings of one resource URL (a trailing slash aside), as audiences and resource indicators compare."""
+    return a.rstrip("/") == b.rstrip("/")
+
+
 def http_client() -> httpx2.AsyncClient:
     return httpx2.AsyncClient(timeout=_TIMEOUT, follow_redirects=False)
 
@@ -87,6 +92,22 @@ async def discover(http: httpx2.AsyncClient, *, resource_url: str | None, issuer
         issuer=str(metadata.issuer),
         scopes_supported=tuple(metadata.scopes_supported or ()),
     )
+
+
+async def server_metadata(http: httpx2.AsyncClient, issuer: str) -> dict[str, Any]:
+    """RFC 8414 (or OIDC) metadata of `issuer`, as a mapping: it may name endpoints the SDK's model leaves out
+    (`jwks_uri`). The document must name the issuer it was asked for (RFC 8414 section 3.3)."""
+    for url in build_oauth_authorization_server_metadata_discovery_urls(issuer, issuer):
+        try:
+            response = await http.get(url, headers={"accept": "application/json"})
+            document = response.json() if response.status_code == 200 else None
+        except (httpx2.HTTPError, ValueError):
+            continue
+        if isinstance(document, dict):
+            if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+                raise OAuthError(f"metadata at {url} names another issuer")
+            return document
+    raise OAuthError(f"no authorization server metadata found for issuer {issuer}")
 
 
 async def token_request(

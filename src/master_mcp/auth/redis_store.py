@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from master_mcp.auth.consent import ConsentKey
 from master_mcp.auth.flow_state import FLOW_TTL_S, PendingFlow, PendingState
 from master_mcp.auth.principal import Principal
 from master_mcp.redis_link import RedisLink
@@ -44,11 +45,24 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
 
 def _principal_record(principal: Principal) -> dict[str, Any]:
     # The client's own bearer token stays out: a flow needs only who the principal is.
-    return {"issuer": principal.issuer, "subject": principal.subject, "scopes": sorted(principal.scopes)}
+    return {
+        "issuer": principal.issuer,
+        "subject": principal.subject,
+        "scopes": sorted(principal.scopes),
+        "audiences": sorted(principal.audiences),
+        "client_id": principal.client_id,
+    }
 
 
 def _principal(record: dict[str, Any]) -> Principal:
-    return Principal(str(record["issuer"]), str(record["subject"]), frozenset(record.get("scopes", ())))
+    client_id = record.get("client_id")
+    return Principal(
+        str(record["issuer"]),
+        str(record["subject"]),
+        frozenset(record.get("scopes", ())),
+        audiences=frozenset(record.get("audiences", ())),
+        client_id=client_id if isinstance(client_id, str) else None,
+    )
 
 
 def _flow_record(flow: PendingFlow) -> bytes:
@@ -65,6 +79,8 @@ def _state_record(pending: PendingState) -> bytes:
         "return_to": pending.return_to,
         "flow_id": pending.flow_id,
         "created": pending.created,
+        "purpose": pending.purpose,
+        "scope": pending.scope,
     }
     return json.dumps(record).encode()
 
@@ -135,4 +151,28 @@ def _pending(record: dict[str, Any] | None) -> PendingState | None:
         return_to=record.get("return_to"),
         flow_id=str(record.get("flow_id") or ""),
         created=float(record.get("created") or time.time()),
+        purpose=str(record.get("purpose") or "backend"),
+        scope=record.get("scope"),
     )
+
+
+class RedisConsentStore:
+    """Approvals of (person, client), shared by every replica; kept under a digest of the key, no expiry."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+
+    def _key(self, key: ConsentKey) -> str:
+        return self._link.key("consent", hashlib.sha256(json.dumps(list(key)).encode()).hexdigest())
+
+    async def get(self, key: ConsentKey) -> float | None:
+        name = self._key(key)
+        value = _as_bytes(await self._link.run(lambda client: client.get(name)))
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    async def put(self, key: ConsentKey, approved_at: float) -> None:
+        name = self._key(key)
+        await self._link.run(lambda client: client.set(name, repr(approved_at).encode()))

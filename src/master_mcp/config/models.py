@@ -58,22 +58,88 @@ class StaticToken(_Strict):
     scopes: list[str] = []
 
 
-class InboundAuth(_Strict):
-    """Who may call the master: `local` (one user, loopback) or `static_tokens` (bearer tokens mapped to subjects)."""
+# Asymmetric signatures only: `none` proves nothing, and HS* with a published key lets anyone sign.
+SIGNING_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+DEFAULT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
+_OAUTH_KEYS = (
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "jwks_uri",
+    "introspection_endpoint",
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "scopes",
+    "audience",
+    "algorithms",
+)
 
-    mode: Literal["local", "static_tokens"] = "local"
+
+class InboundAuth(_Strict):
+    """Who may call the master: `local` (one user, loopback), `static_tokens` (bearer tokens mapped to subjects) or
+    `master_oauth` (tokens of an OAuth authorization server, verified as JWTs against its JWKS or by introspection)."""
+
+    mode: Literal["local", "static_tokens", "master_oauth"] = "local"
     tokens: list[StaticToken] = []
     required_scopes: list[str] = []
+    issuer: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    jwks_uri: str | None = None
+    introspection_endpoint: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    redirect_uri: str | None = None
+    scopes: list[str] = []
+    audience: str | None = None
+    algorithms: list[str] = DEFAULT_ALGORITHMS
+
+    @field_validator(
+        "issuer", "authorization_endpoint", "token_endpoint", "jwks_uri", "introspection_endpoint", "redirect_uri"
+    )
+    @classmethod
+    def _is_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one signing algorithm")
+        for name in value:
+            if name not in SIGNING_ALGORITHMS:
+                raise ValueError(
+                    f"{name!r} is not allowed: use asymmetric algorithms only"
+                    f" ({', '.join(sorted(SIGNING_ALGORITHMS))}); 'none' and HS* never verify an authorization"
+                    " server's token"
+                )
+        return value
 
     @model_validator(mode="after")
     def _tokens_fit_mode(self) -> InboundAuth:
         if self.mode == "static_tokens" and not self.tokens:
             raise ValueError("mode 'static_tokens' needs at least one entry in 'tokens'")
-        if self.mode == "local" and self.tokens:
+        if self.mode != "static_tokens" and self.tokens:
             raise ValueError("'tokens' are only used with mode 'static_tokens'")
         subjects = [t.subject for t in self.tokens]
         if len(subjects) != len(set(subjects)):
             raise ValueError("each token needs its own subject")
+        if self.mode != "master_oauth":
+            foreign = [key for key in _OAUTH_KEYS if key in self.model_fields_set]
+            if foreign:
+                raise ValueError(f"{', '.join(repr(k) for k in foreign)} only used with mode 'master_oauth'")
+            return self
+        if self.issuer is None:
+            raise ValueError("mode 'master_oauth' needs 'issuer' (its authorization server)")
+        if self.introspection_endpoint is not None and (self.client_id is None or self.client_secret is None):
+            raise ValueError(
+                "'introspection_endpoint' needs 'client_id' and 'client_secret' (the master authenticates)"
+            )
         return self
 
 

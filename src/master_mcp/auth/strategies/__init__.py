@@ -15,6 +15,7 @@ from master_mcp.auth.strategies.bypass import BypassAuth
 from master_mcp.auth.strategies.delegate_oauth import DelegateOAuth
 from master_mcp.auth.strategies.master_oauth import MasterOAuth
 from master_mcp.auth.strategies.proxy_oauth import ProxyOAuth
+from master_mcp.auth.strategies.token_exchange import TokenExchange
 
 __all__ = [
     "AuthRefused",
@@ -30,4 +31,5 @@ __all__ = [
     "ProxyOAuth",
     "StrategyConfig",
     "StrategyContext",
+    "TokenExchange",
 ]
