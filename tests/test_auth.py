@@ -281,8 +281,11 @@ async def test_proxy_oauth_fails_closed(oauth: OAuthBackend) -> None:
     async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
         ready, servers = master.readiness()
         assert not ready and servers[0]["state"] == "down"
-        with pytest.raises(MCPError, match="cc__whoami"):
-            await client.call_tool("cc__whoami", {})  # never listed: the backend could not be reached
+        # Never listed (the backend could not be reached), but the name says whose it would be: the caller hears
+        # why, and not the secret.
+        refused = await client.call_tool("cc__whoami", {})
+        assert refused.is_error and "server 'cc': the master could not obtain its token" in text(refused)
+        assert "wrong-secret-000" not in text(refused)
 
 
 # ---- bad input at the OAuth routes ----------------------------------------------------------------------------

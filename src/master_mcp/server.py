@@ -495,8 +495,8 @@ class MasterServer:
         if route is None and not self._per_principal <= self._listed:
             await self._discover_for(current_principal())
             route = self.catalog.resolve_tool(params.name)
-            # A per-user backend whose catalog nobody could list yet: say why, instead of "unknown".
-            route = route or self._unlisted_route(params.name)
+        # A backend whose catalog nobody could list yet, or that is down now: say why, instead of "unknown".
+        route = route or self._unlisted_route(params.name)
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name!r}")
         try:
@@ -522,7 +522,8 @@ class MasterServer:
 
     def _unlisted_route(self, front_name: str) -> Route | None:
         separator = self.config.master.namespacing.separator
-        for server_id in self._per_principal - self._listed:
+        down = {sid for sid, connection in self.pool.connections.items() if connection.state is not BackendState.UP}
+        for server_id in (self._per_principal - self._listed) | down:
             prefix = f"{self.config.server(server_id).name_prefix}{separator}"
             if len(prefix) > len(separator) and front_name.startswith(prefix):
                 return Route(server_id, front_name.removeprefix(prefix))

@@ -298,10 +298,13 @@ class BackendConnection:
                     self._mark_down("the backend forgot the session (HTTP 404)")
                 raise _SessionExpired from None
             if exc.code == types.CONNECTION_CLOSED:
-                if self._session is session:
-                    self._mark_down("connection closed")
+                # Not a reason to drop the session: over streamable HTTP it may be just this request's response
+                # stream cut short, and the other calls on the session are fine. A session that is really gone ends
+                # its dispatcher, which the supervisor watches.
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
-            raise
+            # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
+            # front client, which must be able to tell which server said it; code and data pass unchanged.
+            raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None
         finally:
             self.active -= 1
             CALLER.reset(token)
@@ -374,6 +377,10 @@ class BackendConnection:
             self.connects += 1
             self.last_error = None
             self.state = BackendState.UP
+            if self.breaker is not None:
+                # A fresh session that initialized and listed is the proof of health the breaker waits for:
+                # the calls one crash took down must not keep the restarted backend refused.
+                self.breaker.record(ok=True)
             self._on_listing(self.server_id, listing)
             self.first_attempt.set()
             logger.info("server %s is up (%s)", self.server_id, init.server_info.name)

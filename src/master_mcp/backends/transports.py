@@ -20,6 +20,9 @@ from master_mcp.config.models import ServerConfig
 
 # Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+# A backend's answer arrives as one SSE event; the SDK's 1 MiB default would fail every larger result (a file, a
+# report). The bound still keeps one runaway backend from growing the master without limit.
+_MAX_SSE_EVENT_BYTES = 256 * 1024 * 1024
 
 
 def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParameters:
@@ -86,6 +89,6 @@ async def open_transport(
             event_hooks={"response": [on_response]} if on_response else None,
             transport=BalancedTransport(instances) if instances is not None else None,
         ) as client,
-        streamable_http_client(url, http_client=client) as streams,
+        streamable_http_client(url, http_client=client, max_sse_event_size=_MAX_SSE_EVENT_BYTES) as streams,
     ):
         yield streams
