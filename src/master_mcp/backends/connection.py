@@ -326,7 +326,10 @@ class BackendConnection:
             return
         backoff = _BACKOFF_START_S
         while not self._stopping:
-            self.state = BackendState.CONNECTING
+            if self.state is BackendState.PENDING:
+                # Only the first attempt shows as "connecting": a retry keeps "down" (or "failed") and the error
+                # that caused it until it succeeds, so /readyz and `check` say why rather than flicker.
+                self.state = BackendState.CONNECTING
             connects = self.connects
             try:
                 await self._serve_once()
@@ -499,12 +502,14 @@ class BackendConnection:
         self._lost.set()
         if self._up.is_set():
             self._up = anyio.Event()
-        if self.state in (BackendState.DOWN, BackendState.FAILED, BackendState.DISABLED):
+        if self.state is BackendState.DISABLED:
             return
         self._session = None
         self.capabilities = None
+        self.last_error = error  # each failed retry says why it failed
+        if self.state in (BackendState.DOWN, BackendState.FAILED):
+            return  # it was not serving: the catalog has already been told
         self.state = BackendState.DOWN
-        self.last_error = error
         self._on_listing(self.server_id, None)
 
     async def retire(self, grace_s: float) -> None:
