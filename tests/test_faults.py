@@ -264,6 +264,8 @@ async def test_a_backend_that_exits_at_start_up_is_reported_and_the_rest_serve(t
         await wait_until(lambda: master.pool.get("broken").state.value == "failed")
         status, rows = await readyz(url)
         assert status == 503 and rows["broken"]["last_error"].startswith("crash loop (2 failures within 60s)")
+        # The child's own reason (its last line on stderr) is part of the error.
+        assert "no such database" in rows["broken"]["last_error"]
 
     path = write_config(tmp_path / "servers.yaml", broken, stdio_server("steady"))
     with anyio.fail_after(60):
@@ -271,6 +273,7 @@ async def test_a_backend_that_exits_at_start_up_is_reported_and_the_rest_serve(t
     assert check.returncode == 1
     table = {line.split()[0]: line for line in check.stdout.decode().splitlines()[1:]}
     assert table["broken"].split()[2] in ("down", "failed") and "connection closed" in table["broken"].lower()
+    assert "no such database" in table["broken"]
     assert table["steady"].split()[2] == "up"
 
 

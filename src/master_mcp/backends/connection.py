@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
@@ -170,6 +171,8 @@ class BackendConnection:
     ) -> None:
         self.server = server
         self.instances = instances
+        # A stdio child's last line on stderr: often the reason it exited, shown with the error.
+        self._stderr_tail: deque[str] = deque(maxlen=1)
         self.server_id = server.id
         # A per-principal session is not brought back: the next call of that principal opens a new one.
         self._reconnect = reconnect
@@ -336,6 +339,8 @@ class BackendConnection:
                 error = "connection closed"
             except Exception as exc:
                 error = _describe(exc)
+            if self._stderr_tail and self.server.type == "stdio":
+                error = f"{error} (its last line on stderr: {self._stderr_tail[-1]})"
             if self.connects > connects:
                 backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure
             self._mark_down(error)
@@ -359,7 +364,10 @@ class BackendConnection:
         lost = self._lost = anyio.Event()
         async with AsyncExitStack() as stack:
             self._forgotten = False
-            transport = open_transport(self.server, self._base_dir, self._auth, self._watch_response, self.instances)
+            self._stderr_tail.clear()
+            transport = open_transport(
+                self.server, self._base_dir, self._auth, self._watch_response, self.instances, self._stderr_tail
+            )
             read, write = await stack.enter_async_context(transport)
             dispatcher = _WatchedDispatcher(read, write)
             session = await stack.enter_async_context(

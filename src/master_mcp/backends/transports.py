@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from master_mcp.backends.balancer import BalancedTransport, Instances
 from master_mcp.config.models import ServerConfig
+from master_mcp.logs import REDACTOR
 
 # Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
@@ -37,7 +39,7 @@ ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
 @contextmanager
-def child_stderr(server_id: str) -> Iterator[TextIO]:
+def child_stderr(server_id: str, tail: deque[str] | None = None) -> Iterator[TextIO]:
     """A pipe for a stdio child's stderr whose lines become log lines of the master, so they pass the same
     redaction as everything else (a child may well print its own credentials)."""
     read_fd, write_fd = os.pipe()
@@ -48,6 +50,8 @@ def child_stderr(server_id: str) -> Iterator[TextIO]:
             for line in lines:
                 if line.strip():
                     child_logger.info("%s", line.rstrip())
+                    if tail is not None:
+                        tail.append(REDACTOR.redact(line.strip())[:300])
 
     thread = threading.Thread(target=pump, name=f"stderr:{server_id}", daemon=True)
     thread.start()
@@ -65,12 +69,13 @@ async def open_transport(
     auth: httpx2.Auth | None = None,
     on_response: ResponseHook | None = None,
     instances: Instances | None = None,
+    stderr_tail: deque[str] | None = None,
 ) -> AsyncIterator[Any]:
     """Yield the (read, write) stream pair of a fresh connection to `server`; `on_response` sees every streamable
     HTTP response (status codes are what tells a forgotten session apart); `instances` spreads requests over
     several instances of the backend."""
     if server.type == "stdio":
-        with child_stderr(server.id) as errlog:
+        with child_stderr(server.id, stderr_tail) as errlog:
             async with stdio_client(stdio_parameters(server, base_dir), errlog=errlog) as streams:
                 errlog.close()  # the child has its copy; EOF on the pipe now means the child is gone
                 yield streams
