@@ -174,6 +174,12 @@ async def test_dead_backend_gives_an_error_result_naming_it() -> None:
         assert response.json()["servers"][1]["id"] == "ghost"
         async with Client(url, mode="legacy") as client:
             assert text(await client.call_tool("alive__echo", {"text": "still here"})) == "still here"
+            # Its names were never listed, but they say whose they would be: the caller hears why, not "unknown".
+            called = await client.call_tool("ghost__echo", {"text": "x"})
+            assert called.is_error and "'ghost' is down" in text(called)
+            for ask in (client.get_prompt("ghost__greet", {"name": "x"}), client.read_resource("ghost+fixture://a")):
+                with pytest.raises(MCPError, match="'ghost' is down"):
+                    await ask
 
 
 async def test_backend_crash_mid_call_is_an_error_result_and_it_comes_back() -> None:

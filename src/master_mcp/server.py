@@ -571,7 +571,7 @@ class MasterServer:
         return map_read_result(result, self._to_front(route.server_id))
 
     async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> Json:
-        route = self.catalog.resolve_prompt(params.name)
+        route = self.catalog.resolve_prompt(params.name) or self._unlisted_route(params.name)
         if route is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name!r}")
         result = await self._forward_or_raise(ctx, route, "prompts/get", forward_params(ctx.params, name=route.name))
