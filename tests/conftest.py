@@ -15,9 +15,12 @@ from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as types
 import pytest
 import uvicorn
 import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from master_mcp.app import create_app
 from master_mcp.config import MasterConfig, parse_config
@@ -197,6 +200,19 @@ def make_config(*servers: dict[str, Any], **master: Any) -> MasterConfig:
 def write_config(path: Path, *servers: dict[str, Any], **master: Any) -> Path:
     path.write_text(yaml.safe_dump({"master": master, "servers": list(servers)}))
     return path
+
+
+def text(result: types.CallToolResult) -> str:
+    """The text of a tool result's first block."""
+    block = result.content[0]
+    assert isinstance(block, types.TextContent)
+    return block.text
+
+
+def client_with(url: str, token: str) -> Client:
+    """An SDK client that presents `token` as its bearer token on every request."""
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode="legacy")
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -25,7 +25,7 @@ from master_mcp.auth.crypto import new_key
 from master_mcp.auth.flow_state import MemoryFlowStore
 from master_mcp.config import ConfigError
 from master_mcp.server import MasterServer
-from tests.conftest import HttpBackend, OAuthBackend, serve_master, stdio_server
+from tests.conftest import HttpBackend, OAuthBackend, serve_master, stdio_server, text
 from tests.conftest import make_config as _make_config
 
 pytestmark = pytest.mark.anyio
@@ -77,12 +77,6 @@ def delegated(oauth: OAuthBackend, **auth_config: Any) -> dict[str, Any]:
         "auth_strategy": "delegate_oauth",
         "auth_config": {**config, **auth_config},
     }
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def authorize_in_browser(url: str, browser: httpx2.AsyncClient | None = None) -> httpx2.Response:

@@ -12,8 +12,7 @@ import httpx2
 import pytest
 from mcp import Client
 
-from tests.conftest import HttpBackend, make_config, serve_master
-from tests.test_relay import text
+from tests.conftest import HttpBackend, make_config, serve_master, text
 
 pytestmark = pytest.mark.anyio
 

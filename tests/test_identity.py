@@ -14,14 +14,12 @@ from urllib.parse import urlencode
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from starlette.requests import Request
 from starlette.responses import Response
 
 from master_mcp.auth.principal import Principal
 from master_mcp.auth.session import SessionCookies
-from tests.conftest import JwtAuthServer, OAuthBackend, make_config, serve_master
+from tests.conftest import JwtAuthServer, OAuthBackend, client_with, make_config, serve_master, text
 
 pytestmark = pytest.mark.anyio
 
@@ -90,17 +88,6 @@ async def browse(browser: httpx2.AsyncClient, url: str, login: str, auth_server:
 
 def browser_for(base: str) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=base, follow_redirects=False, timeout=15)
-
-
-def client_with(url: str, token: str) -> Client:
-    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
-    return Client(streamable_http_client(url, http_client=http), mode="legacy")
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def delegation_url(url: str, token: str, server_id: str = "cloud") -> str:

@@ -13,17 +13,11 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import PAGED, HttpBackend, make_config, serve_master, stdio_server, wait_until
+from tests.conftest import PAGED, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
 
 pytestmark = pytest.mark.anyio
 
 ERAS = ["legacy", "2026-07-28"]
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import TESTS, HttpBackend, make_config, serve_master, stdio_server, wait_until
+from tests.conftest import TESTS, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -31,12 +31,6 @@ class Inbox:
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [m for m in self.messages if isinstance(m, kind)]
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 @pytest.fixture(params=["stdio", "http"])

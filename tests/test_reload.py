@@ -17,9 +17,9 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from tests.conftest import free_port, processes_with, stdio_server, wait_for_port, wait_until, write_config
+from tests.conftest import free_port, processes_with, stdio_server, text, wait_for_port, wait_until, write_config
 from tests.test_cli import MASTER
-from tests.test_relay import Inbox, text
+from tests.test_relay import Inbox
 
 pytestmark = pytest.mark.anyio
 

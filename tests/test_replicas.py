@@ -46,10 +46,11 @@ from tests.conftest import (
     http_server,
     make_config,
     serve_master,
+    text,
     wait_until,
     write_config,
 )
-from tests.test_auth import delegated, delegation_of, error_text, text
+from tests.test_auth import delegated, delegation_of, error_text
 
 pytestmark = pytest.mark.anyio
 

@@ -8,14 +8,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from master_mcp.config import ConfigError
-from tests.conftest import JwtAuthServer, make_config, serve_master
+from tests.conftest import JwtAuthServer, client_with, make_config, serve_master, text
 
 pytestmark = pytest.mark.anyio
 
@@ -56,17 +53,6 @@ def exchanging(server: JwtAuthServer, server_id: str = "cloud", **extra: Any) ->
 def config_for(server: JwtAuthServer, *servers: dict[str, Any]) -> Any:
     inbound = {"mode": "master_oauth", "issuer": server.base, "audience": AUDIENCE}
     return make_config(*servers, auth=inbound, store={"type": "memory"})
-
-
-def client_with(url: str, token: str) -> Client:
-    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
-    return Client(streamable_http_client(url, http_client=http), mode="legacy")
-
-
-def text(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 def subject_of(result: types.CallToolResult) -> str:
