@@ -178,6 +178,14 @@ def no_credentials_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[st
             assert not leaked, f"a credential in a log line of {record.name}"
 
 
+@pytest.fixture(scope="module")
+def oauth() -> Iterator[OAuthBackend]:
+    """The test authorization server and the backend it protects, one per test module."""
+    backend = OAuthBackend()
+    yield backend
+    backend.stop()
+
+
 @pytest.fixture(scope="session")
 def http_backend() -> Iterator[HttpBackend]:
     backend = HttpBackend("--name", "remote")

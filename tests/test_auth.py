@@ -53,13 +53,6 @@ def _collect_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
                 LEAK_CHECK.append(f"{record.name} {record.getMessage()} {record.exc_text or ''}")
 
 
-@pytest.fixture(scope="module")
-def oauth() -> Iterator[OAuthBackend]:
-    backend = OAuthBackend()
-    yield backend
-    backend.stop()
-
-
 @pytest.fixture
 def fresh_oauth() -> Iterator[OAuthBackend]:
     """An AS of its own, for tests that break it (expire tokens, refuse refresh)."""

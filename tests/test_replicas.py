@@ -66,13 +66,6 @@ def _token_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MASTER_MCP_TOKEN_KEY", new_key())
 
 
-@pytest.fixture(scope="module")
-def oauth() -> Iterator[OAuthBackend]:
-    backend = OAuthBackend()
-    yield backend
-    backend.stop()
-
-
 @pytest.fixture
 def backend() -> Iterator[HttpBackend]:
     """A backend of its own (its tools change in these tests), shared by both replicas."""
