@@ -46,6 +46,7 @@ from tests.conftest import (
     http_server,
     make_config,
     serve_master,
+    stdio_server,
     text,
     wait_until,
     write_config,
@@ -481,3 +482,12 @@ async def test_stateless_from_the_config_and_the_command_line() -> None:
             opened = await http.post(url, json=INITIALIZE, headers=HEADERS)
             assert opened.status_code == 200
             assert ("mcp-session-id" in opened.headers) is not stateless
+
+
+def test_replicas_with_master_login_need_the_shared_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A login cookie signed by one replica must be accepted by the others: no key, no start."""
+    monkeypatch.delenv("MASTER_MCP_TOKEN_KEY", raising=False)
+    inbound = {"mode": "master_oauth", "issuer": "http://127.0.0.1:9", "jwks_uri": "http://127.0.0.1:9/jwks"}
+    config = make_config(stdio_server("one"), auth=inbound, store={"type": "redis", "url": "redis://127.0.0.1:9/0"})
+    with pytest.raises(ConfigError, match=r"master\.store: .*MASTER_MCP_TOKEN_KEY"):
+        MasterServer(config)

@@ -212,10 +212,12 @@ class MultiAuthManager:
         )
 
     def _open_store(self, config: MasterConfig, token_blobs: Callable[[], BlobStore] | None) -> TokenStore:
-        # Tokens that outlive the process (a file, or Redis shared by replicas) need the same key every time.
+        # Tokens that outlive the process (a file, or Redis shared by replicas) need the same key every time; so do
+        # login cookies that one replica signs and another must accept.
         persistent = token_blobs is not None and config.master.store.type != "memory"
+        shared_logins = config.master.store.type == "redis" and config.master.auth.mode == "master_oauth"
         try:
-            key = key_from_environment(required=persistent)
+            key = key_from_environment(required=persistent or shared_logins)
         except MasterKeyError as exc:
             raise ConfigError(str(config.source or "<config>"), [f"master.store: {exc}"]) from None
         if not self._master_key:
