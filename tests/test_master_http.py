@@ -235,6 +235,49 @@ async def test_stateless_and_json_response_front(config: Any) -> None:
                 assert text(await client.call_tool("remote__echo", {"text": mode})) == mode
 
 
+async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> None:
+    """A call that can bring back nothing but its answer gets a JSON body; one that may bring back more (progress,
+    log lines the client asked for, requests to a client that can answer them) gets an SSE stream."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+    def call(number: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": "one__echo", "arguments": {"text": str(number)}}
+        return {
+            "jsonrpc": "2.0",
+            "id": number,
+            "method": "tools/call",
+            "params": params | ({"_meta": meta} if meta else {}),
+        }
+
+    async def session(http: httpx2.AsyncClient, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": capabilities,
+            "clientInfo": {"name": "t", "version": "0"},
+        }
+        opened = await http.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})
+        ids = {**headers, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=ids)
+        return ids
+
+    def kind(response: httpx2.Response) -> str:
+        assert response.status_code == 200 and '"result"' in response.text
+        return response.headers["content-type"].split(";")[0]
+
+    async with serve_master(make_config(stdio_server("one"))) as (_, url), httpx2.AsyncClient(headers=headers) as http:
+        plain = await session(http, url, {})
+        assert kind(await http.post(url, json=call(1), headers=plain)) == "application/json"
+        listed = await http.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=plain)
+        assert listed.headers["content-type"].startswith("application/json")
+        progress = call(3, {"progressToken": "p"})
+        assert kind(await http.post(url, json=progress, headers=plain)) == "text/event-stream"
+        level = {"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel", "params": {"level": "info"}}
+        await http.post(url, json=level, headers=plain)
+        assert kind(await http.post(url, json=call(5), headers=plain)) == "text/event-stream"
+        sampling = await session(http, url, {"sampling": {}})
+        assert kind(await http.post(url, json=call(6), headers=sampling)) == "text/event-stream"
+
+
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
     sse = HttpBackend("--name", "legacy-sse", sse=True)
     try:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from master_mcp.front_http import AdaptiveSessionManager
 from master_mcp.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from master_mcp.net import is_loopback
 from master_mcp.redis_link import StoreUnavailable
@@ -72,7 +73,7 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
     """`stateless`: None takes `master.stateless` from the config."""
     # Request lines of /oauth/callback carry authorization codes: no access log, whatever handlers exist.
     logging.getLogger("uvicorn.access").disabled = True
-    manager = StreamableHTTPSessionManager(
+    manager = AdaptiveSessionManager(
         app=master.lowlevel,
         json_response=json_response,
         stateless=master.config.master.stateless if stateless is None else stateless,

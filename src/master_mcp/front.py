@@ -17,6 +17,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 logger = logging.getLogger(__name__)
 
 _STATE_KEY: Final = "master_mcp.front"
+# Set by the HTTP front in the ASGI scope of a request: False when it is answered as a plain JSON body, so nothing
+# but its answer can reach the client while it is served.
+STREAMS: Final = "master_mcp.streams"
 LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
@@ -45,6 +48,13 @@ class FrontCall:
 
     ctx: ServerRequestContext[Any, Any]
     front: FrontSession | None
+
+    @property
+    def streams(self) -> bool:
+        """Whether this request can carry anything besides its answer (an HTTP request answered as a plain JSON
+        body cannot: see `front_http`)."""
+        scope = getattr(self.ctx.request, "scope", None)
+        return not isinstance(scope, dict) or scope.get(STREAMS) is not False
 
 
 def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection | None:

@@ -459,7 +459,7 @@ class MasterServer:
         if isinstance(owner, PendingCall):
             answer: _R | types.ErrorData = await owner.ask(request)
             return answer
-        if not isinstance(owner, FrontCall):
+        if not isinstance(owner, FrontCall) or not owner.streams:
             return types.ErrorData(code=types.INVALID_REQUEST, message="no single client call to relay this request to")
         ctx = owner.ctx
         try:
@@ -718,7 +718,7 @@ class MasterServer:
         if not isinstance(owner, FrontCall):
             logger.debug("server %s: a log line that belongs to no single call was not relayed", server_id)
             return
-        if owner.front is not None and not owner.front.wants_log(note.params.level):
+        if not owner.streams or (owner.front is not None and not owner.front.wants_log(note.params.level)):
             return
         params = note.params.model_copy(update={"logger": note.params.logger or server_id})
         try:

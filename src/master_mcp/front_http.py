@@ -1,0 +1,92 @@
+"""The HTTP front's sessions: each POST is answered as plain JSON when nothing but its answer can reach the client
+while it is served, and as an SSE stream when something else may (progress, log lines, a backend's request to
+the client). An SSE stream per request costs the front, and the client, about twice what a JSON body does.
+
+What a request may bring back is known from the session and the request: the client capabilities it declared at
+`initialize` (sampling, elicitation, roots), whether it asked for log lines (`logging/setLevel`), and whether the
+request carries a progress token. Anything else (lists, ping, initialize) only ever gets its answer.
+"""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from typing import Any, Final
+
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from master_mcp.front import STREAMS
+
+_AS_JSON: ContextVar[bool | None] = ContextVar("master_mcp_as_json", default=None)
+# Requests during which a backend may send something for the caller.
+_FORWARDED: Final = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
+_BACK_CHANNEL: Final = ("sampling", "elicitation", "roots")
+
+
+def _progress_token(params: Any) -> bool:
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and meta.get("progressToken") is not None
+
+
+class _AdaptiveTransport(StreamableHTTPServerTransport):
+    """The SDK's session transport, answering each POST in the mode chosen for it."""
+
+    # What this session's client said so far; class defaults, as instances are made by the SDK's own constructor.
+    _back_channel = False
+    _wants_logs = False
+
+    @property
+    def is_json_response_enabled(self) -> bool:
+        chosen = _AS_JSON.get()
+        configured = bool(self.__dict__.get("_json_configured", False))
+        return configured if chosen is None else chosen
+
+    @is_json_response_enabled.setter
+    def is_json_response_enabled(self, value: bool) -> None:
+        self.__dict__["_json_configured"] = value
+
+    def _streams(self, message: Any) -> bool:
+        if not isinstance(message, dict):
+            return True  # let the SDK answer whatever this is, in its usual way
+        method, params = message.get("method"), message.get("params")
+        if method == "initialize" and isinstance(params, dict):
+            capabilities = params.get("capabilities")
+            if isinstance(capabilities, dict):
+                self._back_channel = any(capabilities.get(name) is not None for name in _BACK_CHANNEL)
+        elif method == "logging/setLevel":
+            self._wants_logs = True
+        if method not in _FORWARDED:
+            return False
+        return self._back_channel or self._wants_logs or _progress_token(params)
+
+    async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
+        if self.__dict__.get("_json_configured"):
+            await super()._handle_post_request(scope, request, receive, send)
+            return
+        try:
+            message = json.loads(await request.body())
+        except ValueError:
+            message = None  # the SDK answers it with its parse error
+        streams = self._streams(message)
+        scope[STREAMS] = streams
+        token = _AS_JSON.set(not streams)
+        try:
+            await super()._handle_post_request(scope, request, receive, send)
+        finally:
+            _AS_JSON.reset(token)
+
+
+class AdaptiveSessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, whose sessions choose their response mode per request."""
+
+    def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
+        transport = super()._admit_session(requestor)
+        if transport is not None:
+            # The SDK builds the transport itself; its class is swapped rather than its constructor copied.
+            configured = transport.__dict__.pop("is_json_response_enabled", False)
+            transport.__class__ = _AdaptiveTransport
+            transport.is_json_response_enabled = configured
+        return transport
