@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import PAGED, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
+from tests.conftest import PAGED, TESTS, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -237,11 +237,12 @@ async def test_stateless_and_json_response_front(config: Any) -> None:
 
 async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> None:
     """A call that can bring back nothing but its answer gets a JSON body; one that may bring back more (progress,
-    log lines the client asked for, requests to a client that can answer them) gets an SSE stream."""
+    log lines of a backend that declared it may log, requests to a client that can answer them) gets an SSE
+    stream."""
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
-    def call(number: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"name": "one__echo", "arguments": {"text": str(number)}}
+    def call(number: int, tool: str = "quiet__echo", meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": tool, "arguments": {"text": str(number)}}
         return {
             "jsonrpc": "2.0",
             "id": number,
@@ -264,18 +265,24 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         assert response.status_code == 200 and '"result"' in response.text
         return response.headers["content-type"].split(";")[0]
 
-    async with serve_master(make_config(stdio_server("one"))) as (_, url), httpx2.AsyncClient(headers=headers) as http:
+    # `quiet` declares no logging capability; the fixture backend (`loud`) does.
+    quiet = {
+        "id": "quiet",
+        "type": "stdio",
+        "command": sys.executable,
+        "args": [str(TESTS / "backends" / "faulty_stdio.py")],
+    }
+    config = make_config(quiet, stdio_server("loud"))
+    async with serve_master(config) as (_, url), httpx2.AsyncClient(headers=headers) as http:
         plain = await session(http, url, {})
         assert kind(await http.post(url, json=call(1), headers=plain)) == "application/json"
         listed = await http.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=plain)
         assert listed.headers["content-type"].startswith("application/json")
-        progress = call(3, {"progressToken": "p"})
+        progress = call(3, meta={"progressToken": "p"})
         assert kind(await http.post(url, json=progress, headers=plain)) == "text/event-stream"
-        level = {"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel", "params": {"level": "info"}}
-        await http.post(url, json=level, headers=plain)
-        assert kind(await http.post(url, json=call(5), headers=plain)) == "text/event-stream"
+        assert kind(await http.post(url, json=call(4, "loud__echo"), headers=plain)) == "text/event-stream"
         sampling = await session(http, url, {"sampling": {}})
-        assert kind(await http.post(url, json=call(6), headers=sampling)) == "text/event-stream"
+        assert kind(await http.post(url, json=call(5), headers=sampling)) == "text/event-stream"
 
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:

@@ -74,6 +74,7 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
     # Request lines of /oauth/callback carry authorization codes: no access log, whatever handlers exist.
     logging.getLogger("uvicorn.access").disabled = True
     manager = AdaptiveSessionManager(
+        backend_may_log=master.backend_may_log,
         app=master.lowlevel,
         json_response=json_response,
         stateless=master.config.master.stateless if stateless is None else stateless,

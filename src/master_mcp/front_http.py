@@ -2,14 +2,16 @@
 while it is served, and as an SSE stream when something else may (progress, log lines, a backend's request to
 the client). An SSE stream per request costs the front, and the client, about twice what a JSON body does.
 
-What a request may bring back is known from the session and the request: the client capabilities it declared at
-`initialize` (sampling, elicitation, roots), whether it asked for log lines (`logging/setLevel`), and whether the
-request carries a progress token. Anything else (lists, ping, initialize) only ever gets its answer.
+What a request may bring back is known from the session, the request and the backend it goes to: the client
+capabilities the session declared at `initialize` (sampling, elicitation, roots), whether the request carries a
+progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
+initialize) only ever gets its answer.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -34,9 +36,10 @@ def _progress_token(params: Any) -> bool:
 class _AdaptiveTransport(StreamableHTTPServerTransport):
     """The SDK's session transport, answering each POST in the mode chosen for it."""
 
-    # What this session's client said so far; class defaults, as instances are made by the SDK's own constructor.
+    # What this session's client declared; a class default, as instances are made by the SDK's own constructor.
     _back_channel = False
-    _wants_logs = False
+    # Whether the backend that serves a request (method, params) may send log lines while it does.
+    backend_may_log: Callable[[str, dict[str, Any]], bool] = staticmethod(lambda method, params: True)
 
     @property
     def is_json_response_enabled(self) -> bool:
@@ -56,11 +59,11 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
             capabilities = params.get("capabilities")
             if isinstance(capabilities, dict):
                 self._back_channel = any(capabilities.get(name) is not None for name in _BACK_CHANNEL)
-        elif method == "logging/setLevel":
-            self._wants_logs = True
-        if method not in _FORWARDED:
+        if self._back_channel:
+            return True  # a client that can be asked things gets the stream it may be asked on, always
+        if method not in _FORWARDED or not isinstance(params, dict):
             return False
-        return self._back_channel or self._wants_logs or _progress_token(params)
+        return _progress_token(params) or self.backend_may_log(method, params)
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         if self.__dict__.get("_json_configured"):
@@ -82,6 +85,10 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
 class AdaptiveSessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, whose sessions choose their response mode per request."""
 
+    def __init__(self, *args: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backend_may_log = backend_may_log
+
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
         if transport is not None:
@@ -89,4 +96,5 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             configured = transport.__dict__.pop("is_json_response_enabled", False)
             transport.__class__ = _AdaptiveTransport
             transport.is_json_response_enabled = configured
+            transport.backend_may_log = self._backend_may_log  # type: ignore[attr-defined]
         return transport

@@ -336,6 +336,19 @@ class MasterServer:
         ready = all(s["state"] in ("up", "disabled", "per-principal") for s in servers)
         return ready, servers
 
+    def backend_may_log(self, method: str, params: dict[str, Any]) -> bool:
+        """Whether the backend a request goes to may send log lines while serving it (it declared `logging`);
+        when unsure (a per-user backend, a name not routed), yes."""
+        route: Route | None = None
+        if method in ("tools/call", "prompts/get") and isinstance(name := params.get("name"), str):
+            route = (self.catalog.resolve_tool if method == "tools/call" else self.catalog.resolve_prompt)(name)
+        elif method == "resources/read" and isinstance(uri := params.get("uri"), str):
+            route = self.catalog.resolve_resource(uri)
+        connection = self.pool.connections.get(route.server_id) if route is not None else None
+        if connection is None or connection.capabilities is None:
+            return True
+        return connection.capabilities.logging is not None
+
     # ---- the one path --------------------------------------------------------------------------------------------
 
     async def _backend(self, server_id: str, principal: Principal, profile: Profile = NO_PROFILE) -> BackendConnection:
