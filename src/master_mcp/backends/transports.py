@@ -15,6 +15,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from master_mcp.backends.keepalive import KeepAliveTransport
 from master_mcp.config.models import ServerConfig
 
 # Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
@@ -78,6 +79,7 @@ async def open_transport(
             timeout=_HTTP_TIMEOUT,
             auth=auth,
             event_hooks={"response": [on_response]} if on_response else None,
+            transport=KeepAliveTransport(),
         ) as client,
         streamable_http_client(url, http_client=client) as streams,
     ):
