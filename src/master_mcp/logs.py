@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import sys
-import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Literal
@@ -57,7 +57,8 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("master_mcp_request_id", default
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:12]
+    # Log correlation needs uniqueness, not secrecy: no getrandom() system call on every request.
+    return f"{random.getrandbits(48):012x}"
 
 
 class RequestIdFilter(logging.Filter):

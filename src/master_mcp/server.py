@@ -58,6 +58,7 @@ from master_mcp.delegation import (
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
 from master_mcp.logs import REDACTOR, REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
+from master_mcp.pages import ListPages, PageKey, page_key
 from master_mcp.redis_link import StoreUnavailable
 from master_mcp.relay import (
     Json,
@@ -183,6 +184,7 @@ class MasterServer:
         # Tasks that live as long as the master runs (the config watcher, for one).
         self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.stores = Stores(config.master.store, config.base_dir)
+        self._pages = ListPages()
         self.attach_auth_manager(auth or MultiAuthManager())
         self.lowlevel: Server[Any] = _FrontServer(
             config.master.name,
@@ -220,10 +222,25 @@ class MasterServer:
         try:
             if ctx.method != "initialize":
                 self.fronts.of(ctx, current_principal().key)
+            if (key := page_key(ctx.method, ctx.params, ctx.protocol_version)) is not None:
+                return await self._list_page(ctx, key, call_next)
             return await call_next(ctx)
         finally:
             self.in_flight -= 1
             REQUEST_ID.reset(token)
+
+    async def _list_page(self, ctx: Ctx, key: PageKey, call_next: Any) -> Any:
+        """A list page as the SDK serialized it last time, while the catalog has not changed (see `pages`)."""
+        principal = current_principal()
+        await self._discover_for(principal)
+        if ctx.method == "tools/list":
+            await self._warm_profile(principal, profile_of(ctx))
+        catalog, version = self.catalog, self.catalog.version
+        page = self._pages.get(key, catalog)
+        if page is None:
+            page = await call_next(ctx)
+            self._pages.put(key, catalog, version, page)
+        return page
 
     async def drain(self, grace_s: float) -> None:
         """Before shutting down: refuse new requests, and give those in flight up to `grace_s` to finish."""

@@ -75,6 +75,9 @@ class Unsolicited:
 CALLER: ContextVar[object | None] = ContextVar("master_mcp_caller", default=None)
 
 _RAW: Final = TypeAdapter(dict[str, Any])
+# Parametrized once: pydantic keeps a parametrized generic model only while something refers to it, so writing
+# `types.Request[...]` per call built a new model class for every request (a tenth of the master's time).
+_RawRequest: Final = types.Request[dict[str, Any] | None, str]
 _MAX_PAGES: Final = 1000
 _REFRESH_DEBOUNCE_S: Final = 0.05
 _BACKOFF_START_S: Final = 0.5
@@ -269,7 +272,7 @@ class BackendConnection:
         if session is None:
             reason = f": {self.last_error}" if self.last_error else ""
             raise BackendUnavailable(f"server {self.server_id!r} is {self.state.value}{reason}")
-        request = types.Request[dict[str, Any] | None, str](method=method, params=params)
+        request = _RawRequest(method=method, params=params)
         timeout = timeout_s or self.server.timeout_s
         token = CALLER.set(owner)
         slot = id(request)

@@ -17,6 +17,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from master_mcp.backends.balancer import BalancedTransport, Instances
+from master_mcp.backends.keepalive import KeepAliveTransport
 from master_mcp.config.models import ServerConfig
 from master_mcp.logs import REDACTOR
 
@@ -92,7 +93,7 @@ async def open_transport(
             timeout=_HTTP_TIMEOUT,
             auth=auth,
             event_hooks={"response": [on_response]} if on_response else None,
-            transport=BalancedTransport(instances) if instances is not None else None,
+            transport=BalancedTransport(instances, KeepAliveTransport()) if instances else KeepAliveTransport(),
         ) as client,
         streamable_http_client(url, http_client=client, max_sse_event_size=_MAX_SSE_EVENT_BYTES) as streams,
     ):

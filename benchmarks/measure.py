@@ -1,0 +1,219 @@
+"""What the benchmark client does and times: calls, lists, session set-ups, over the SDK `Client`."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+
+from benchmarks.procs import cpu_seconds
+
+LEGACY = "legacy"
+MODERN = "2026-07-28"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def latency_figures(latencies: list[float], elapsed: float, calls: int) -> dict[str, float]:
+    return {
+        "calls_per_s": calls / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "calls": calls,
+    }
+
+
+async def _warm(client: Client, tool: str, warmup: int) -> None:
+    # Listing first: the SDK client lists tools on its own before the first call of an unseen tool (to validate
+    # its output schema) and a 2026-07-28 client needs the listing for its request headers.
+    await client.list_tools()
+    for i in range(warmup):
+        await client.call_tool(tool, {"text": f"w{i}"})
+
+
+PidOf = Callable[[], int] | None
+
+
+def _cpu(pid: int | None) -> float:
+    return cpu_seconds(pid) if pid is not None else 0.0
+
+
+def _cpu_figure(pid: int | None, before: float, calls: int) -> dict[str, float]:
+    """CPU ms per call of the gateway process in the middle (nothing for a direct connection)."""
+    return {"cpu_ms_per_call": (_cpu(pid) - before) * 1000 / max(calls, 1)} if pid is not None else {}
+
+
+async def sequential(
+    target: Any, tool: str, calls: int, warmup: int, mode: str, budget_s: float, pid_of: PidOf = None
+) -> dict[str, float]:
+    """`calls` echo calls one after another on one session (fewer when `budget_s` runs out first)."""
+    latencies: list[float] = []
+    async with Client(target, mode=mode) as client:
+        await _warm(client, tool, warmup)
+        pid = pid_of() if pid_of else None
+        cpu, own = _cpu(pid), time.process_time()
+        start = time.perf_counter()
+        deadline = start + budget_s
+        for i in range(calls):
+            t0 = time.perf_counter()
+            result = await client.call_tool(tool, {"text": str(i)})
+            latencies.append(time.perf_counter() - t0)
+            if result.is_error:
+                raise RuntimeError(f"{tool} failed: {result.content}")
+            if t0 > deadline:
+                break
+        elapsed = time.perf_counter() - start
+        used = _cpu_figure(pid, cpu, len(latencies))
+        used["client_cpu_ms_per_call"] = (time.process_time() - own) * 1000 / len(latencies)
+    return {**latency_figures(latencies, elapsed, len(latencies)), **used}
+
+
+async def concurrent(
+    url: str, tool: str, sessions: int, calls: int, budget_s: float, pid: int | None = None
+) -> dict[str, float]:
+    """`sessions` sessions at once, each making `calls` sequential calls; errors are counted, not raised."""
+    latencies: list[float] = []
+    errors = 0
+    clients = [Client(url, mode=LEGACY) for _ in range(sessions)]
+    opened: list[Client] = []
+    try:
+        for client in clients:
+            opened.append(await client.__aenter__())
+        for client in opened:
+            await _warm(client, tool, 2)
+        cpu = _cpu(pid)
+        start = time.perf_counter()
+        deadline = start + budget_s
+
+        async def one(client: Client, index: int) -> None:
+            nonlocal errors
+            for i in range(calls):
+                t0 = time.perf_counter()
+                try:
+                    result = await client.call_tool(tool, {"text": f"{index}:{i}"})
+                    errors += 1 if result.is_error else 0
+                except Exception:
+                    errors += 1
+                latencies.append(time.perf_counter() - t0)
+                if t0 > deadline:
+                    break
+
+        async with anyio.create_task_group() as tg:
+            for index, client in enumerate(opened):
+                tg.start_soon(one, client, index)
+        elapsed = time.perf_counter() - start
+        used = _cpu_figure(pid, cpu, len(latencies))
+    finally:
+        for client in reversed(opened):
+            await client.__aexit__(None, None, None)
+    return {**latency_figures(latencies, elapsed, len(latencies)), "errors": errors, **used}
+
+
+async def list_all_tools(client: Client) -> int:
+    count, cursor = 0, None
+    while True:
+        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        count += len(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return count
+
+
+async def list_times(urls: list[str], repeats: int, expect: int) -> dict[str, float]:
+    """Time to list every tool (all pages) of every URL, the URLs listed at once; `repeats` times."""
+    times: list[float] = []
+    clients = [Client(url, mode=LEGACY) for url in urls]
+    opened: list[Client] = []
+    try:
+        for client in clients:
+            opened.append(await client.__aenter__())
+        own = 0.0
+        for repeat in range(repeats + 1):
+            counts: list[int] = []
+            t0, c0 = time.perf_counter(), time.process_time()
+
+            async def one(client: Client, sink: list[int] = counts) -> None:
+                sink.append(await list_all_tools(client))
+
+            async with anyio.create_task_group() as tg:
+                for client in opened:
+                    tg.start_soon(one, client)
+            if repeat:  # the first is a warm-up
+                times.append(time.perf_counter() - t0)
+                own += time.process_time() - c0
+            if sum(counts) < expect:
+                raise RuntimeError(f"listed {sum(counts)} tools, expected at least {expect}")
+    finally:
+        for client in reversed(opened):
+            await client.__aexit__(None, None, None)
+    return {
+        "p50_ms": percentile(times, 0.5) * 1000,
+        "p90_ms": percentile(times, 0.9) * 1000,
+        "tools": sum(counts),
+        # What the SDK client itself spends parsing the lists: a floor under any gateway's figure.
+        "client_cpu_ms": own * 1000 / max(repeats, 1),
+    }
+
+
+async def setup_times(url: str, repeats: int) -> dict[str, float]:
+    """Time to open a new session (`initialize` and `notifications/initialized`), `repeats` times."""
+    times: list[float] = []
+    for _ in range(repeats):
+        client = Client(url, mode=LEGACY)
+        t0 = time.perf_counter()
+        await client.__aenter__()
+        times.append(time.perf_counter() - t0)
+        await client.__aexit__(None, None, None)
+    return {"p50_ms": statistics.median(times) * 1000, "p90_ms": percentile(times, 0.9) * 1000}
+
+
+# ---- raw sessions: thousands of them cost the benchmark little ------------------------------------------------------
+
+_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+_INIT = {
+    "protocolVersion": "2025-06-18",
+    "capabilities": {},
+    "clientInfo": {"name": "bench", "version": "1"},
+}
+
+
+class RawSession:
+    """A handshake-era streamable-HTTP session driven with bare POSTs (no standalone GET stream)."""
+
+    def __init__(self, http: httpx2.AsyncClient, url: str, token: str | None = None) -> None:
+        self._http = http
+        self._url = url
+        self._headers = dict(_HEADERS)
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
+        self._next = 0
+
+    async def _post(self, body: dict[str, Any]) -> httpx2.Response:
+        response = await self._http.post(self._url, json=body, headers=self._headers)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{body.get('method')}: HTTP {response.status_code}")
+        return response
+
+    async def request(self, method: str, params: dict[str, Any]) -> str:
+        self._next += 1
+        response = await self._post({"jsonrpc": "2.0", "id": self._next, "method": method, "params": params})
+        if session := response.headers.get("mcp-session-id"):
+            self._headers["mcp-session-id"] = session
+        if '"error"' in response.text and '"result"' not in response.text:
+            raise RuntimeError(f"{method}: {response.text[:200]}")
+        return response.text
+
+    async def open(self) -> None:
+        await self.request("initialize", _INIT)
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def close(self) -> None:
+        await self._http.delete(self._url, headers=self._headers)

@@ -1,0 +1,416 @@
+"""The issue's scenarios 1-7. Each returns rows: {"scenario", "case", "subject", ...figures} (or "error")."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters
+
+from benchmarks import measure
+from benchmarks.measure import LEGACY, MODERN, RawSession
+from benchmarks.procs import (
+    MASTER,
+    Running,
+    backend_command,
+    fastmcp_proxy,
+    http_backend,
+    http_master,
+    mcp_proxy,
+    pid_with,
+    rss_kb,
+    stdio_master_args,
+    stdio_server,
+    write_config,
+)
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Settings:
+    calls: int
+    warmup: int
+    budget_s: float
+    sessions: int  # scenario 2
+    session_calls: int
+    list_repeats: int
+    setup_repeats: int
+    idle_sessions: int  # scenario 6
+    principals: int
+    peers: bool
+    workdir: Path
+    case: str = ""  # run only the cases of scenarios 1 and 2 whose name contains this
+
+    @staticmethod
+    def of(quick: bool, peers: bool, workdir: Path, case: str = "") -> Settings:
+        if quick:
+            return Settings(200, 20, 10.0, 32, 10, 5, 20, 200, 40, peers, workdir, case)
+        return Settings(1000, 50, 30.0, 32, 50, 20, 50, 1000, 200, peers, workdir, case)
+
+
+async def _row(scenario: str, case: str, subject: str, measure_it: Callable[[], Awaitable[dict[str, Any]]]) -> Row:
+    row: Row = {"scenario": scenario, "case": case, "subject": subject}
+    try:
+        with anyio.fail_after(600):
+            row.update(await measure_it())
+    except Exception as exc:  # a peer that cannot do something is a finding, not the end of the run
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    print(f"  [{scenario}] {case} | {subject}: " + _brief(row), flush=True)
+    return row
+
+
+def _brief(row: Row) -> str:
+    if "error" in row:
+        return f"ERROR {row['error']}"
+    keys = (
+        "calls_per_s",
+        "p50_ms",
+        "p99_ms",
+        "p90_ms",
+        "errors",
+        "cpu_ms_per_call",
+        "ready_ms",
+        "kb_per_session",
+        "kb_per_principal",
+        "rss_first_kb",
+        "rss_half_kb",
+        "rss_all_kb",
+        "backend_sessions_all",
+    )
+    return ", ".join(f"{k}={row[k]:.4g}" for k in keys if k in row)
+
+
+@contextmanager
+def _started(factory: Callable[[], AbstractContextManager[Running]]) -> Iterator[Running | Exception]:
+    """A peer that fails to start yields its exception, so its rows say why instead of ending the run."""
+    try:
+        context = factory()
+        running = context.__enter__()
+    except Exception as exc:
+        yield exc
+        return
+    try:
+        yield running
+    finally:
+        context.__exit__(None, None, None)
+
+
+# ---- 1 and 7: sequential calls on one session ----------------------------------------------------------------------
+
+ERAS = {LEGACY: "handshake era", MODERN: "2026-07-28"}
+
+
+async def sequential_calls(s: Settings) -> list[Row]:
+    rows: list[Row] = []
+    for mode, era in ERAS.items():
+        for front, backend, run in (
+            ("HTTP", "HTTP", _http_http),
+            ("HTTP", "stdio", _http_stdio),
+            ("stdio", "stdio", _stdio_stdio),
+        ):
+            case = f"{front} front, {backend} backend, {era}"
+            if s.case in case:
+                rows += await run(s, mode, case)
+    return rows
+
+
+def _seq(s: Settings, target: Any, tool: str, mode: str, pid_of: Any = None) -> Callable[[], Awaitable[dict[str, Any]]]:
+    return lambda: measure.sequential(target, tool, s.calls, s.warmup, mode, s.budget_s, pid_of)
+
+
+async def _through(
+    s: Settings, case: str, subject: str, peer: Callable[[], AbstractContextManager[Running]], tool: str, mode: str
+) -> Row:
+    with _started(peer) as running:
+        if isinstance(running, Exception):
+            return await _row("1", case, subject, _raise(running))
+        return await _row("1", case, subject, _seq(s, running.url, tool, mode, lambda: running.pid))
+
+
+def _raise(exc: Exception) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def fail() -> dict[str, Any]:
+        raise exc
+
+    return fail
+
+
+async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
+    rows = []
+    with http_backend() as backend:
+        # A direct row's CPU figure is the backend's own: what one SDK server spends on a call.
+        rows.append(await _row("1", case, "direct", _seq(s, backend.url, "echo", mode, lambda: backend.pid)))
+        server = {"id": "b", "type": "http", "url": backend.url}
+        rows.append(await _through(s, case, "master", lambda: http_master(s.workdir, [server]), "b__echo", mode))
+        if mode == LEGACY:  # what the front's event streams cost: the same master answering POSTs with JSON
+            json_front = lambda: http_master(s.workdir, [server], "--json-response")  # noqa: E731
+            rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
+        if s.peers:
+            for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
+                peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
+                rows.append(await _through(s, case, name, peer, "echo", mode))
+    return rows
+
+
+async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
+    rows = []
+    with http_backend() as backend:  # the goal compares with a direct HTTP connection
+        rows.append(await _row("1", case, "direct", _seq(s, backend.url, "echo", mode, lambda: backend.pid)))
+    stdio = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
+    rows.append(await _row("1", case, "direct (stdio)", _seq(s, stdio, "echo", mode)))
+    rows.append(await _through(s, case, "master", lambda: http_master(s.workdir, [stdio_server("b")]), "b__echo", mode))
+    if mode == LEGACY:
+        json_front = lambda: http_master(s.workdir, [stdio_server("b")], "--json-response")  # noqa: E731
+        rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
+    if s.peers:
+        rows.append(await _through(s, case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo", mode))
+        peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
+        rows.append(await _through(s, case, "FastMCP proxy (shared session)", peer, "echo", mode))
+    return rows
+
+
+async def _stdio_stdio(s: Settings, mode: str, case: str) -> list[Row]:
+    direct = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
+    rows = [await _row("1", case, "direct", _seq(s, direct, "echo", mode))]
+    command, marker = stdio_master_args(s.workdir, [stdio_server("b")])
+    through = StdioServerParameters(command=command[0], args=command[1:])
+    rows.append(await _row("1", case, "master", _seq(s, through, "b__echo", mode, lambda: pid_with(marker))))
+    return rows
+
+
+# ---- 2: concurrent sessions ----------------------------------------------------------------------------------------
+
+
+async def concurrent_sessions(s: Settings) -> list[Row]:
+    rows: list[Row] = []
+
+    async def through(case: str, subject: str, peer: Callable[[], AbstractContextManager[Running]], tool: str) -> Row:
+        with _started(peer) as running:
+            if isinstance(running, Exception):
+                return await _row("2", case, subject, _raise(running))
+            url, pid = running.url, running.pid
+            return await _row("2", case, subject, lambda: _concurrent(s, url, tool, pid))
+
+    case = f"{s.sessions} sessions x {s.session_calls} calls, HTTP front, HTTP backend"
+    if s.case in case:
+        with http_backend() as backend:
+            rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
+            server = {"id": "b", "type": "http", "url": backend.url}
+            rows.append(await through(case, "master", lambda: http_master(s.workdir, [server]), "b__echo"))
+            if s.peers:
+                for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
+                    peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
+                    rows.append(await through(case, name, peer, "echo"))
+    case = f"{s.sessions} sessions x {s.session_calls} calls, HTTP front, stdio backend"
+    if s.case in case:
+        with http_backend() as backend:
+            rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
+        rows.append(await through(case, "master", lambda: http_master(s.workdir, [stdio_server("b")]), "b__echo"))
+        if s.peers:
+            rows.append(await through(case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo"))
+            peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
+            rows.append(await through(case, "FastMCP proxy (shared session)", peer, "echo"))
+    return rows
+
+
+async def _concurrent(s: Settings, url: str, tool: str, pid: int | None = None) -> dict[str, Any]:
+    return await measure.concurrent(url, tool, s.sessions, s.session_calls, s.budget_s, pid)
+
+
+# ---- 3: a 5,000-tool catalog ---------------------------------------------------------------------------------------
+
+BACKENDS = 20
+TOOLS_EACH = 250
+
+
+@contextmanager
+def _many_http_backends(count: int, *extra: str) -> Iterator[list[Running]]:
+    with _Stack() as stack:
+        yield [stack.enter(http_backend(*extra)) for _ in range(count)]
+
+
+class _Stack:
+    """Enter many context managers; leave them all (in parallel would be nicer; in order is enough)."""
+
+    def __init__(self) -> None:
+        self._exits: list[AbstractContextManager[Any]] = []
+
+    def enter(self, context: AbstractContextManager[Running]) -> Running:
+        running = context.__enter__()
+        self._exits.append(context)
+        return running
+
+    def __enter__(self) -> _Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._exits:
+            self._exits.pop().__exit__(None, None, None)
+
+
+async def big_catalog(s: Settings) -> list[Row]:
+    case = f"tools/list, all pages, {BACKENDS} backends x {TOOLS_EACH} tools"
+    expect = BACKENDS * TOOLS_EACH
+    with _many_http_backends(BACKENDS, "--tools", str(TOOLS_EACH)) as backends:
+        urls = [b.url for b in backends]
+        rows = [await _row("3", case, "direct", lambda: measure.list_times(urls, s.list_repeats, expect))]
+        servers = [{"id": f"s{i:02d}", "type": "http", "url": url} for i, url in enumerate(urls)]
+        with http_master(s.workdir, servers) as master:
+            rows.append(
+                await _row("3", case, "master", lambda: measure.list_times([master.url], s.list_repeats, expect))
+            )
+    return rows
+
+
+# ---- 4: session set-up ---------------------------------------------------------------------------------------------
+
+
+async def session_setup(s: Settings) -> list[Row]:
+    case = "initialize of a new session, HTTP front, HTTP backend"
+    with http_backend() as backend:
+        rows = [await _row("4", case, "direct", lambda: measure.setup_times(backend.url, s.setup_repeats))]
+        server = {"id": "b", "type": "http", "url": backend.url}
+        with http_master(s.workdir, [server]) as master:
+            rows.append(await _row("4", case, "master", lambda: measure.setup_times(master.url, s.setup_repeats)))
+    return rows
+
+
+# ---- 5: start-up ---------------------------------------------------------------------------------------------------
+
+
+async def _start_stdio_backends(count: int) -> dict[str, float]:
+    """Spawn `count` stdio backends at once and wait until each has initialized and listed its tools."""
+    t0 = time.perf_counter()
+    params = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
+    ready: list[float] = []
+
+    async def one() -> None:
+        async with Client(params, mode=LEGACY) as client:
+            await client.list_tools()
+            ready.append(time.perf_counter() - t0)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one)
+    return {"ready_ms": max(ready) * 1000}
+
+
+async def _start_master(s: Settings, count: int) -> dict[str, float]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    servers = [stdio_server(f"s{i:02d}") for i in range(count)]
+    config = write_config(s.workdir, "startup", servers, port=port)
+    t0 = time.perf_counter()
+    command = [MASTER, "serve", "--config", str(config)]
+    async with await anyio.open_process(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        try:
+            async with httpx2.AsyncClient(timeout=2.0) as http:
+                with anyio.fail_after(180):
+                    while True:
+                        try:
+                            if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                                break
+                        except httpx2.HTTPError:
+                            pass
+                        await anyio.sleep(0.01)
+            return {"ready_ms": (time.perf_counter() - t0) * 1000}
+        finally:
+            process.terminate()
+            with anyio.move_on_after(30):
+                await process.wait()
+
+
+async def startup(s: Settings) -> list[Row]:
+    case = f"launch to ready, {BACKENDS} stdio backends"
+    return [
+        await _row("5", case, "direct", lambda: _start_stdio_backends(BACKENDS)),
+        await _row("5", case, "one backend alone", lambda: _start_stdio_backends(1)),
+        await _row("5", case, "master", lambda: _start_master(s, BACKENDS)),
+    ]
+
+
+# ---- 6: memory -----------------------------------------------------------------------------------------------------
+
+
+async def _idle_sessions(url: str, pid: int, count: int) -> dict[str, float]:
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        warm = RawSession(http, url)
+        await warm.open()
+        await anyio.sleep(0.5)
+        before = rss_kb(pid)
+        held = [RawSession(http, url) for _ in range(count)]
+        for session in held:
+            await session.open()
+        await anyio.sleep(1.0)
+        after = rss_kb(pid)
+    return {
+        "sessions": count,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_session": (after - before) / count,
+    }
+
+
+async def _principals(master: Running, tokens: list[str], keep: int) -> dict[str, float]:
+    """One call per principal (each opens its per-user backend session); RSS after the first (warm), after `keep`
+    (the LRU is full) and after all (the LRU has been evicting)."""
+    readyz = master.url.rsplit("/", 1)[0] + "/readyz"
+    figures: dict[str, float] = {"rss_0_kb": rss_kb(master.pid)}
+    marks = {1: "first", keep: "half", len(tokens): "all"}
+    async with httpx2.AsyncClient(timeout=30.0) as http:
+        for index, token in enumerate(tokens, 1):
+            session = RawSession(http, master.url, token)
+            await session.open()
+            await session.request("tools/call", {"name": "b__echo", "arguments": {"text": "x"}})
+            await session.close()  # only the principal's backend session stays
+            if index in marks:
+                await anyio.sleep(0.5)
+                figures[f"rss_{marks[index]}_kb"] = rss_kb(master.pid)
+                rows = (await http.get(readyz)).json()["servers"]
+                figures[f"backend_sessions_{marks[index]}"] = rows[0].get("sessions", 0)
+    figures["kb_per_principal"] = (figures["rss_half_kb"] - figures["rss_first_kb"]) / (keep - 1)
+    return figures
+
+
+async def memory(s: Settings) -> list[Row]:
+    rows: list[Row] = []
+    case = f"{s.idle_sessions} idle front sessions"
+    with http_backend() as backend:
+        rows.append(await _row("6", case, "direct", lambda: _idle_sessions(backend.url, backend.pid, s.idle_sessions)))
+        server = {"id": "b", "type": "http", "url": backend.url}
+        with http_master(s.workdir, [server]) as master:
+            rows.append(
+                await _row("6", case, "master", lambda: _idle_sessions(master.url, master.pid, s.idle_sessions))
+            )
+        keep = s.principals // 2
+        case = f"{s.principals} principals, per-user backend sessions, LRU of {keep}"
+        tokens = [secrets.token_urlsafe(24) for _ in range(s.principals)]
+        inbound = {"mode": "static_tokens", "tokens": [{"token": t, "subject": f"u{i}"} for i, t in enumerate(tokens)]}
+        per_user = {**server, "auth_strategy": "master_oauth", "auth_config": {"forward_client_token": True}}
+        with http_master(s.workdir, [per_user], auth=inbound, sessions={"max_per_server": keep}) as master:
+            rows.append(await _row("6", case, "master", lambda: _principals(master, tokens, keep)))
+    return rows
+
+
+SCENARIOS: dict[str, Callable[[Settings], Awaitable[list[Row]]]] = {
+    "1": sequential_calls,
+    "2": concurrent_sessions,
+    "3": big_catalog,
+    "4": session_setup,
+    "5": startup,
+    "6": memory,
+}
