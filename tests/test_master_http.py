@@ -284,6 +284,21 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         sampling = await session(http, url, {"sampling": {}})
         assert kind(await http.post(url, json=call(5), headers=sampling)) == "text/event-stream"
 
+        # 2026-07-28: the SDK itself answers as JSON unless something is sent before the result.
+        envelope = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+
+        async def modern(number: int, tool: str, **meta: Any) -> str:
+            body = call(number, tool, {**envelope, **meta})
+            routing = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": tool}
+            return kind(await http.post(url, json=body, headers={**headers, **routing}))
+
+        assert await modern(7, "quiet__echo") == "application/json"
+        assert await modern(8, "loud__echo", progressToken="p") == "application/json"
+
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
     sse = HttpBackend("--name", "legacy-sse", sse=True)

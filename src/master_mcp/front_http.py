@@ -5,7 +5,8 @@ the client). An SSE stream per request costs the front, and the client, about tw
 What a request may bring back is known from the session, the request and the backend it goes to: the client
 capabilities the session declared at `initialize` (sampling, elicitation, roots), whether the request carries a
 progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
-initialize) only ever gets its answer.
+initialize) only ever gets its answer. (2026-07-28 requests need none of this: the SDK answers them as JSON unless
+the handler sends something before its result.)
 """
 
 from __future__ import annotations
