@@ -53,9 +53,9 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         self.__dict__["_json_configured"] = value
 
     def _streams(self, message: Any) -> bool:
-        if not isinstance(message, dict):
-            return True  # let the SDK answer whatever this is, in its usual way
-        method, params = message.get("method"), message.get("params")
+        if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
+            return True  # not a request: the SDK answers whatever this is in its usual way
+        params = message.get("params")
         if method == "initialize" and isinstance(params, dict):
             capabilities = params.get("capabilities")
             if isinstance(capabilities, dict):
@@ -72,8 +72,8 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
             return
         try:
             message = json.loads(await request.body())
-        except ValueError:
-            message = None  # the SDK answers it with its parse error
+        except (ValueError, RecursionError):
+            message = None  # the SDK answers it with its own parse error
         streams = self._streams(message)
         scope[STREAMS] = streams
         token = _AS_JSON.set(not streams)
