@@ -66,13 +66,14 @@ def summarize(collapsed: Path, top: int) -> None:
             print(f"  {100 * count / total:5.1f}%  {name}")
 
 
-async def drive(url: str, calls: int) -> None:
-    await measure.sequential(url, "b__echo", calls, 20, measure.LEGACY, 600.0)
+async def drive(url: str, calls: int, era: str) -> None:
+    await measure.sequential(url, "b__echo", calls, 20, era, 600.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=("http", "stdio"), default="http")
+    parser.add_argument("--era", choices=("legacy", "2026-07-28"), default="legacy", help="the client's protocol era")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -101,7 +102,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-            anyio.run(drive, master.url, args.calls)
+            anyio.run(drive, master.url, args.calls, args.era)
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(60)
     summarize(out, args.top)
