@@ -1,4 +1,4 @@
-"""The issue's scenarios 1-7. Each returns rows: {"scenario", "case", "subject", ...figures} (or "error")."""
+"""The benchmark scenarios 1-7. Each returns rows: {"scenario", "case", "subject", ...figures} (or "error")."""
 
 from __future__ import annotations
 
