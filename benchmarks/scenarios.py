@@ -382,6 +382,8 @@ async def _principals(master: Running, tokens: list[str], keep: int) -> dict[str
                 figures[f"rss_{marks[index]}_kb"] = rss_kb(master.pid)
                 rows = (await http.get(readyz)).json()["servers"]
                 figures[f"backend_sessions_{marks[index]}"] = rows[0].get("sessions", 0)
+    if not figures["backend_sessions_half"]:
+        raise RuntimeError("no per-user backend session was opened: the figures would measure nothing")
     figures["kb_per_principal"] = (figures["rss_half_kb"] - figures["rss_first_kb"]) / (keep - 1)
     return figures
 
@@ -400,7 +402,10 @@ async def memory(s: Settings) -> list[Row]:
         case = f"{s.principals} principals, per-user backend sessions, LRU of {keep}"
         tokens = [secrets.token_urlsafe(24) for _ in range(s.principals)]
         inbound = {"mode": "static_tokens", "tokens": [{"token": t, "subject": f"u{i}"} for i, t in enumerate(tokens)]}
-        per_user = {**server, "auth_strategy": "master_oauth", "auth_config": {"forward_client_token": True}}
+        # Each principal's token is exchanged (by the benchmark backend itself) for one of its own: one backend
+        # session per principal, as any per-user strategy opens.
+        exchange = {"token_endpoint": backend.url.rsplit("/", 1)[0] + "/token", "client_id": "bench"}
+        per_user = {**server, "auth_strategy": "token_exchange", "auth_config": exchange}
         with http_master(s.workdir, [per_user], auth=inbound, sessions={"max_per_server": keep}) as master:
             rows.append(await _row("6", case, "master", lambda: _principals(master, tokens, keep)))
     return rows
