@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from mcp import Client
 
+from master_mcp.backends.balancer import BalancedTransport, Instances
 from tests.conftest import HttpBackend, make_config, serve_master, text
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +84,20 @@ async def test_a_session_stays_on_the_instance_that_issued_it(instances: list[Ht
         await echo_all(client, 12)
         served = sorted([await calls_served(b) for b in instances])
         assert served == [0, 12]
+
+
+async def test_each_instance_gets_its_own_path_and_query() -> None:
+    """Unit test of the URL rewrite alone (httpx2's MockTransport stands in for the network: what is checked is
+    only which URL each request is sent to). An instance's query may carry its own key; no other instance sees it."""
+    seen: list[str] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        seen.append(str(request.url))
+        return httpx2.Response(200, json={})
+
+    urls = ["http://127.0.0.1:1/a/mcp?key=A", "http://127.0.0.1:2/b/mcp?key=B", "http://127.0.0.1:3/mcp"]
+    transport = BalancedTransport(Instances("lb", urls, "round_robin"), httpx2.MockTransport(answer))
+    async with httpx2.AsyncClient(transport=transport) as http:
+        for _ in urls:
+            await http.post(urls[0], json={})
+    assert sorted(seen) == sorted(urls)

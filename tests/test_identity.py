@@ -188,6 +188,10 @@ async def test_a_forged_session_cookie_counts_as_not_logged_in(
             assert response.status_code == 302 and response.headers["location"].startswith(
                 f"{auth_server.base}/authorize"
             )
+        async with browser_for(base) as browser:
+            # Bytes outside ASCII in the cookie: still just "not logged in", never a server error.
+            odd = await browser.get(link, headers={"cookie": b"master_mcp_session=eyJ.\xe9\xff"})
+            assert odd.status_code == 302 and odd.headers["location"].startswith(f"{auth_server.base}/authorize")
 
 
 def _form_values(page: str) -> dict[str, str]:

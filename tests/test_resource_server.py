@@ -280,6 +280,9 @@ async def test_opaque_tokens_are_introspected_and_cached(
         assert (await post(url, {"authorization": f"Bearer {expired}"})).status_code == 401
         elsewhere = fresh_server.mint(aud="http://127.0.0.1:1/other", opaque=True)
         assert (await post(url, {"authorization": f"Bearer {elsewhere}"})).status_code == 401
+        # An introspection answer that names no audience does not say the token is for the master.
+        nobody = fresh_server.mint(aud=[], opaque=True)
+        assert (await post(url, {"authorization": f"Bearer {nobody}"})).status_code == 401
         assert SECRET in master.config.secrets
 
 

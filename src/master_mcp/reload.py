@@ -75,5 +75,9 @@ class ConfigWatcher:
                 logger.error("config reload rejected, keeping the running config: %s", exc)
                 self._master.metrics.reloads.labels("rejected").inc()
                 return False
+            except Exception as exc:  # e.g. a token store file that cannot be opened: the master keeps serving
+                logger.error("config reload failed, keeping the running config: %s: %s", type(exc).__name__, exc)
+                self._master.metrics.reloads.labels("rejected").inc()
+                return False
             self._master.metrics.reloads.labels("applied").inc()
             return True

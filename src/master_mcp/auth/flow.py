@@ -370,7 +370,8 @@ class OAuthFlowController:
         who = self._sessions.principal(request)
         if who is None or who.key != pending.principal.key:
             return self._fail("this browser is logged in as someone other than the person asked for consent")
-        if not hmac.compare_digest(csrf, self._sessions.csrf(request, f"consent|{state}")):
+        expected = self._sessions.csrf(request, f"consent|{state}")
+        if not hmac.compare_digest(csrf.encode("utf-8"), expected.encode("utf-8")):
             return self._fail("the consent form is stale or forged; start the authorization again")
         strategy = self._strategies(pending.server_id)
         if decision != "approve" or strategy is None or pending.principal.client_id is None:

@@ -168,8 +168,9 @@ class OAuthTokenVerifier(TokenVerifier):
             claims = await self._introspect(token, endpoints.introspection_endpoint)
         else:
             raise TokenRejected("not a JWT, and no introspection endpoint is configured")
-        # An introspection answer need not list `aud` (the AS answered the master's own client); a JWT must.
-        self._check_claims(claims, require_aud=as_jwt)
+        # Every token must name the master as its audience, introspected or not: a token the same AS issued for
+        # another resource server is not one for the master (MCP authorization, audience validation).
+        self._check_claims(claims)
         return claims
 
     async def _verify_jwt(self, token: str, keys: JwksCache) -> dict[str, Any]:
@@ -203,16 +204,14 @@ class OAuthTokenVerifier(TokenVerifier):
             raise TokenRejected(f"invalid JWT ({type(exc).__name__})") from None
         return claims
 
-    def _check_claims(self, claims: dict[str, Any], *, require_aud: bool) -> None:
+    def _check_claims(self, claims: dict[str, Any]) -> None:
         """What both paths must show: the right issuer and subject, and an audience that names the master."""
         if not same_url(str(claims.get("iss")), self.provider.issuer):
             raise TokenRejected("issued by another issuer")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise TokenRejected("no subject")
         audiences = _audiences(claims)
-        if (audiences or require_aud) and not any(
-            same_url(a, accepted) for a in audiences for accepted in self.accepted_audiences
-        ):
+        if not any(same_url(a, accepted) for a in audiences for accepted in self.accepted_audiences):
             raise TokenRejected("issued for another audience")
 
     async def _introspect(self, token: str, endpoint: str) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class SessionCookies:
         """Who this browser is logged in as, or None (no cookie, a forged or expired one)."""
         value = request.cookies.get(self.name, "")
         payload, _, signature = value.partition(".")
-        if not payload or not hmac.compare_digest(signature, self._sign(payload)):
+        # Bytes: a cookie is decoded as latin-1, and comparing non-ASCII strings would raise instead of refuse.
+        if not payload or not hmac.compare_digest(signature.encode("utf-8"), self._sign(payload).encode("utf-8")):
             return None
         try:
             body = json.loads(_unb64(payload))

@@ -87,7 +87,8 @@ class BalancedTransport(httpx2.AsyncBaseTransport):
         for attempt, index in enumerate(candidates):
             target = self._instances.urls[index]
             request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
-            request.url = request.url.copy_with(path=target.path)
+            # The target's own path and query: a query may hold that instance's key, never another's.
+            request.url = request.url.copy_with(path=target.path, query=target.query or None)
             request.headers["Host"] = target.netloc.decode("ascii")
             try:
                 response = await self._inner.handle_async_request(request)

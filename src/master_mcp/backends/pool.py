@@ -164,7 +164,10 @@ class BackendPool:
         or for a capability profile (a client that can answer sampling, elicitation or roots requests)."""
         per_principal = server_id in self._per_principal_ids
         if not per_principal and not profile:
-            return self.connections[server_id]
+            shared = self.connections.get(server_id)
+            if shared is None:  # a reload is replacing its connection right now
+                raise BackendUnavailable(f"server {server_id!r} is reconnecting after a config reload")
+            return shared
         key: SessionKey = (server_id, principal if per_principal else None, profile)
         connection = self._sessions.get(key)
         if connection is not None and connection.state is BackendState.DOWN:
@@ -196,8 +199,13 @@ class BackendPool:
             self._drop(key)
 
     def _drop(self, key: SessionKey) -> None:
+        """Forget a session; calls still running on it get up to the server's `timeout_s` to finish."""
         connection = self._sessions.pop(key, None)
-        if connection is not None:
+        if connection is None:
+            return
+        if self._tg is not None and connection.active:
+            self._tg.start_soon(connection.retire, connection.server.timeout_s)
+        else:
             connection.close()
 
     def _evict(self, server_id: str) -> None:
