@@ -7,6 +7,10 @@ capabilities the session declared at `initialize` (sampling, elicitation, roots)
 progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
 initialize) only ever gets its answer. (2026-07-28 requests need none of this: the SDK answers them as JSON unless
 the handler sends something before its result.)
+
+The choice is made in the POST's own task; the SDK's message router, in another task, does not see it. Nothing may
+therefore send a message related to a request answered as JSON (it would stand in for the answer): the relay asks
+`FrontCall.streams` before every log line and request it passes to a caller, and progress needs a token.
 """
 
 from __future__ import annotations
