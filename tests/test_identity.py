@@ -7,7 +7,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -102,10 +103,18 @@ async def whoami(url: str, token: str) -> types.CallToolResult:
         return await client.call_tool("cloud__whoami", {})
 
 
-async def test_provider_master_logs_the_browser_in(auth_server: JwtAuthServer, provider: OAuthBackend) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, _):
+@asynccontextmanager
+async def master_for(auth_server: JwtAuthServer, provider: OAuthBackend) -> AsyncIterator[tuple[str, str]]:
+    """A master whose login goes to `auth_server` and whose backend is `provider`, registered there as a client;
+    yields its /mcp URL and its base URL."""
+    async with serve_master(config_for(auth_server, provider)) as (master, url):
         base = master.config.master.public_base_url
         register_master(auth_server, base)
+        yield url, base
+
+
+async def test_provider_master_logs_the_browser_in(auth_server: JwtAuthServer, provider: OAuthBackend) -> None:
+    async with master_for(auth_server, provider) as (_, base):
         async with browser_for(base) as browser:
             to_as = await browser.get(f"{base}/oauth/authorize?provider=master")
             assert to_as.status_code == 302 and to_as.headers["location"].startswith(f"{auth_server.base}/authorize?")
@@ -128,9 +137,7 @@ async def test_provider_master_logs_the_browser_in(auth_server: JwtAuthServer, p
 async def test_delegation_after_login_stores_the_token_for_that_person(
     auth_server: JwtAuthServer, provider: OAuthBackend
 ) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         alice = auth_server.mint(sub="alice", aud=url)
         link = await delegation_url(url, alice)
         async with browser_for(base) as browser:
@@ -144,9 +151,7 @@ async def test_delegation_after_login_stores_the_token_for_that_person(
 async def test_a_link_opened_by_another_logged_in_person_is_refused(
     auth_server: JwtAuthServer, provider: OAuthBackend
 ) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         alice = auth_server.mint(sub="alice", aud=url)
         link = await delegation_url(url, alice)
         async with browser_for(base) as browser:
@@ -158,9 +163,7 @@ async def test_a_link_opened_by_another_logged_in_person_is_refused(
 async def test_a_callback_reached_by_a_different_logged_in_subject_stores_nothing(
     auth_server: JwtAuthServer, provider: OAuthBackend
 ) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         alice = auth_server.mint(sub="alice", aud=url)
         link = await delegation_url(url, alice)
         async with browser_for(base) as browser:
@@ -178,9 +181,7 @@ async def test_a_callback_reached_by_a_different_logged_in_subject_stores_nothin
 async def test_a_forged_session_cookie_counts_as_not_logged_in(
     auth_server: JwtAuthServer, provider: OAuthBackend
 ) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         link = await delegation_url(url, auth_server.mint(sub="alice", aud=url))
         async with browser_for(base) as browser:
             browser.cookies.set("master_mcp_session", "eyJpc3MiOiJ4Iiwic3ViIjoiYWxpY2UifQ.forged", domain="127.0.0.1")
@@ -201,9 +202,7 @@ def _form_values(page: str) -> dict[str, str]:
 async def test_a_client_flow_asks_for_consent_once_per_client(
     auth_server: JwtAuthServer, provider: OAuthBackend
 ) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         token = auth_server.mint(sub="alice", aud=url, client_id="dyn-client-42")
         async with browser_for(base) as browser:
             page = await browse(browser, await delegation_url(url, token), "alice", auth_server)
@@ -227,9 +226,7 @@ async def test_a_client_flow_asks_for_consent_once_per_client(
 
 
 async def test_denied_consent_stores_nothing(auth_server: JwtAuthServer, provider: OAuthBackend) -> None:
-    async with serve_master(config_for(auth_server, provider)) as (master, url):
-        base = master.config.master.public_base_url
-        register_master(auth_server, base)
+    async with master_for(auth_server, provider) as (url, base):
         token = auth_server.mint(sub="alice", aud=url, client_id="dyn-client-7")
         async with browser_for(base) as browser:
             page = await browse(browser, await delegation_url(url, token), "alice", auth_server)
