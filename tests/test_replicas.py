@@ -97,6 +97,8 @@ def delegation_link(result: types.CallToolResult) -> str:
     return str(delegation_of(result)["authorization_url"])
 
 
+SEALER = Sealer(b"k" * 32)
+
 # ---- the stores themselves, against the real server ---------------------------------------------------------------
 
 
@@ -140,7 +142,7 @@ async def test_redis_flow_store_single_use_across_clients(link: RedisLink, redis
     await other.open()
     try:
         principal = Principal("local", "alice", frozenset({"read"}), token="client-bearer-token-xyz")
-        mine, theirs = RedisFlowStore(link), RedisFlowStore(other)
+        mine, theirs = RedisFlowStore(link, SEALER), RedisFlowStore(other, SEALER)
         await mine.put_flow("flow-id-1", PendingFlow(principal, "cloud"))
         taken = await theirs.take_flow("flow-id-1")
         assert taken is not None and taken.principal == principal and taken.server_id == "cloud"
@@ -160,6 +162,14 @@ async def test_redis_flow_store_single_use_across_clients(link: RedisLink, redis
         assert await theirs.peek_state("state-1") == pending
         names = await keys(redis_server)
         assert not any("state-1" in name or "flow-id-1" in name for name in names)  # ids are stored as digests
+        raw = Redis.from_url(redis_server.url)
+        try:
+            values = [await raw.get(name) for name in names]
+        finally:
+            await raw.aclose()
+        assert not any(b"verifier-abc" in value or b"alice" in value for value in values if value)  # sealed
+        # Another deployment's key (or a tampered record) opens nothing.
+        assert await RedisFlowStore(other, Sealer(b"x" * 32)).peek_state("state-1") is None
         # Both replicas take at once: exactly one of them gets it.
         results: list[PendingState | None] = []
 
@@ -190,7 +200,7 @@ async def test_redis_consent_records_are_shared(link: RedisLink, redis_server: R
 
 
 async def test_redis_flow_records_expire_by_ttl(link: RedisLink, redis_server: RedisServer) -> None:
-    store = RedisFlowStore(link, ttl_s=0.2)
+    store = RedisFlowStore(link, SEALER, ttl_s=0.2)
     principal = Principal("local", "alice")
     await store.put_flow("f", PendingFlow(principal, "cloud"))
     await store.put_state("s", PendingState(principal, "cloud", "v", "b", None, "f"))

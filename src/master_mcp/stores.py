@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from pathlib import Path
 
 from master_mcp.auth.consent import ConsentStore, MemoryConsentStore
+from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow_state import FlowStore, MemoryFlowStore
 from master_mcp.auth.redis_store import RedisBlobStore, RedisConsentStore, RedisFlowStore
 from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore
@@ -20,6 +22,16 @@ from master_mcp.catalog.invalidation import Invalidation, LocalInvalidation
 from master_mcp.config.models import TokenStoreSettings
 from master_mcp.redis_link import RedisLink
 from master_mcp.sync import RedisInvalidation
+
+
+def _flow_sealer() -> Sealer:
+    """Flow records in Redis are sealed with the deployment's key, so every replica can open them. An unset key
+    gives a key of this process only; the auth layer refuses to start where flows must cross replicas without one,
+    and reports a malformed key as a config error."""
+    try:
+        return Sealer(key_from_environment(required=False))
+    except MasterKeyError:
+        return Sealer(secrets.token_bytes(32))
 
 
 class Stores:
@@ -34,7 +46,7 @@ class Stores:
         self.invalidation: Invalidation = LocalInvalidation()
         if settings.type == "redis" and settings.url is not None:
             self.link = RedisLink(settings.url, settings.key_prefix, settings.timeout_s)
-            self.flows = RedisFlowStore(self.link)
+            self.flows = RedisFlowStore(self.link, _flow_sealer())
             self.consents = RedisConsentStore(self.link)
             self.invalidation = RedisInvalidation(self.link, self.instance)
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from typing import Any
 
 from master_mcp.auth.consent import ConsentKey
+from master_mcp.auth.crypto import Sealer, SealError
 from master_mcp.auth.flow_state import FLOW_TTL_S, PendingFlow, PendingState
 from master_mcp.auth.principal import Principal
 from master_mcp.redis_link import RedisLink
+
+logger = logging.getLogger(__name__)
 
 
 class RedisBlobStore:
@@ -96,18 +100,30 @@ def _load(blob: bytes | str | None) -> dict[str, Any] | None:
 
 
 class RedisFlowStore:
-    """Records live under a digest of their id (a reader of the database cannot replay a live link or state);
-    Redis expires them after `ttl_s`."""
+    """Records live under a digest of their id (a reader of the database cannot replay a live link or state) and are
+    sealed like tokens (a PKCE verifier is a credential too); Redis expires them after `ttl_s`."""
 
-    def __init__(self, link: RedisLink, ttl_s: float = FLOW_TTL_S) -> None:
+    def __init__(self, link: RedisLink, sealer: Sealer, ttl_s: float = FLOW_TTL_S) -> None:
         self._link = link
+        self._sealer = sealer
         self._ttl_ms = max(1, int(ttl_s * 1000))
+
+    def _open(self, key: str, blob: bytes | str | None) -> dict[str, Any] | None:
+        sealed = _as_bytes(blob)
+        if sealed is None:
+            return None
+        try:
+            return _load(self._sealer.open(sealed, key.encode()))
+        except SealError:
+            logger.warning("a pending OAuth flow record in Redis failed authentication; ignoring it")
+            return None
 
     def _key(self, kind: str, value: str) -> str:
         return self._link.key(kind, hashlib.sha256(value.encode()).hexdigest())
 
     async def _put(self, key: str, blob: bytes) -> None:
-        await self._link.run(lambda client: client.set(key, blob, px=self._ttl_ms))
+        sealed = self._sealer.seal(blob, key.encode())
+        await self._link.run(lambda client: client.set(key, sealed, px=self._ttl_ms))
 
     async def _take(self, key: str) -> dict[str, Any] | None:
         # GET and DEL in one MULTI/EXEC: of two replicas taking the same id at once, one gets it and the other
@@ -117,7 +133,7 @@ class RedisFlowStore:
                 return await pipe.get(key).delete(key).execute()
 
         blob, _ = await self._link.run(get_and_delete)
-        return _load(blob)
+        return self._open(key, blob)
 
     async def put_flow(self, flow_id: str, flow: PendingFlow) -> None:
         await self._put(self._key("flow", flow_id), _flow_record(flow))
@@ -134,7 +150,7 @@ class RedisFlowStore:
 
     async def peek_state(self, state: str) -> PendingState | None:
         key = self._key("state", state)
-        return _pending(_load(await self._link.run(lambda client: client.get(key))))
+        return _pending(self._open(key, await self._link.run(lambda client: client.get(key))))
 
     async def take_state(self, state: str) -> PendingState | None:
         return _pending(await self._take(self._key("state", state)))
