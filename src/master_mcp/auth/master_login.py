@@ -6,10 +6,8 @@ verified like any inbound token: the same issuer, audience and signature checks.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from master_mcp.auth.inbound import principal_from
-from master_mcp.auth.oauth_client import OAuthError, token_request
+from master_mcp.auth.oauth_client import OAuthError, authorization_url, exchange_code
 from master_mcp.auth.oauth_verifier import MasterProvider, OAuthTokenVerifier
 from master_mcp.auth.principal import Principal
 
@@ -28,19 +26,13 @@ class MasterLogin:
         client = self.provider.client
         if client is None or endpoints.authorization_endpoint is None:
             raise OAuthError("logging in needs master.auth.client_id and an authorization endpoint")
-        params = {
-            "response_type": "code",
-            "client_id": client.client_id,
-            "redirect_uri": self.redirect_uri(callback_url),
-            "state": state,
-            "code_challenge": code_challenge,
-            "code_challenge_method": "S256",
-            "resource": self.resource,
-        }
+        extra = {"resource": self.resource}
         if self.provider.settings.scopes:
-            params["scope"] = " ".join(self.provider.settings.scopes)
-        separator = "&" if "?" in endpoints.authorization_endpoint else "?"
-        return f"{endpoints.authorization_endpoint}{separator}{urlencode(params)}"
+            extra["scope"] = " ".join(self.provider.settings.scopes)
+        redirect_uri = self.redirect_uri(callback_url)
+        return authorization_url(
+            endpoints.authorization_endpoint, client.client_id, redirect_uri, state, code_challenge, extra
+        )
 
     async def principal(self, code: str, code_verifier: str, callback_url: str) -> Principal:
         """Who logged in: the code exchanged, the token verified; `OAuthError` when either fails."""
@@ -48,14 +40,15 @@ class MasterLogin:
         client = self.provider.client
         if client is None or endpoints.token_endpoint is None:
             raise OAuthError("logging in needs master.auth.client_id and a token endpoint")
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": self.redirect_uri(callback_url),
-            "code_verifier": code_verifier,
-            "resource": self.resource,
-        }
-        token = await token_request(self.provider.http, endpoints.token_endpoint, form, client)
+        token = await exchange_code(
+            self.provider.http,
+            endpoints.token_endpoint,
+            client,
+            code=code,
+            code_verifier=code_verifier,
+            redirect_uri=self.redirect_uri(callback_url),
+            resource=self.resource,
+        )
         access = await self.verifier.verify_token(token.access_token)
         if access is None:
             raise OAuthError("the authorization server issued a login token the master does not accept")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 from mcp.client.auth.utils import (
@@ -108,6 +109,44 @@ async def server_metadata(http: httpx2.AsyncClient, issuer: str) -> dict[str, An
                 raise OAuthError(f"metadata at {url} names another issuer")
             return document
     raise OAuthError(f"no authorization server metadata found for issuer {issuer}")
+
+
+def authorization_url(
+    endpoint: str, client_id: str, redirect_uri: str, state: str, code_challenge: str, extra: dict[str, str]
+) -> str:
+    """The authorization-code request with PKCE (S256, always); `extra` adds parameters but overrides none of these."""
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "state": state,
+        "code_challenge": code_challenge,
+        "code_challenge_method": "S256",
+    }
+    params |= {key: value for key, value in extra.items() if key not in params}
+    separator = "&" if "?" in endpoint else "?"
+    return f"{endpoint}{separator}{urlencode(params)}"
+
+
+async def exchange_code(
+    http: httpx2.AsyncClient,
+    token_endpoint: str,
+    client: ClientCredentials,
+    *,
+    code: str,
+    code_verifier: str,
+    redirect_uri: str,
+    resource: str | None,
+) -> StoredToken:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+    }
+    if resource:
+        form["resource"] = resource
+    return await token_request(http, token_endpoint, form, client)
 
 
 async def token_request(

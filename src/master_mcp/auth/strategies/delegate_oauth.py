@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 import anyio
 import httpx2
 from pydantic import Field, model_validator
 
+from master_mcp.auth import oauth_client
 from master_mcp.auth.credentials import BearerAuth
 from master_mcp.auth.oauth_client import ClientCredentials, OAuthError, ProviderEndpoints, discover, token_request
 from master_mcp.auth.principal import Principal
@@ -171,35 +171,29 @@ class DelegateOAuth:
 
     async def authorization_request(self, state: str, code_challenge: str, scope: str | None = None) -> str:
         endpoints = await self.endpoints()
-        params = {
-            "response_type": "code",
-            "client_id": self.config.client_id,
-            "redirect_uri": self._context.flows.callback_url,
-            "state": state,
-            "code_challenge": code_challenge,
-            "code_challenge_method": "S256",
+        named = {
+            "scope": scope or " ".join(self.config.scopes),
+            "resource": self.config.resource,
+            "audience": self.config.audience,
         }
-        if scope or self.config.scopes:
-            params["scope"] = scope or " ".join(self.config.scopes)
-        if self.config.resource:
-            params["resource"] = self.config.resource
-        if self.config.audience:
-            params["audience"] = self.config.audience
-        params |= {k: v for k, v in self.config.extra_authorize_params.items() if k not in params}
-        separator = "&" if "?" in endpoints.authorization_endpoint else "?"
-        return f"{endpoints.authorization_endpoint}{separator}{urlencode(params)}"
+        extra = {key: value for key, value in named.items() if value}
+        extra |= {k: v for k, v in self.config.extra_authorize_params.items() if k not in extra}
+        redirect_uri = self._context.flows.callback_url
+        return oauth_client.authorization_url(
+            endpoints.authorization_endpoint, self.config.client_id, redirect_uri, state, code_challenge, extra
+        )
 
     async def exchange_code(self, code: str, code_verifier: str) -> StoredToken:
         endpoints = await self.endpoints()
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": self._context.flows.callback_url,
-            "code_verifier": code_verifier,
-        }
-        if self.config.resource:
-            form["resource"] = self.config.resource
-        return await token_request(self._context.http, endpoints.token_endpoint, form, self._client())
+        return await oauth_client.exchange_code(
+            self._context.http,
+            endpoints.token_endpoint,
+            self._client(),
+            code=code,
+            code_verifier=code_verifier,
+            redirect_uri=self._context.flows.callback_url,
+            resource=self.config.resource,
+        )
 
     async def issuer(self) -> str | None:
         return (await self.endpoints()).issuer
