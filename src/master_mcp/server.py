@@ -176,9 +176,9 @@ class MasterServer:
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._retired: list[MultiAuthManager] = []
         self.metrics = Metrics(self._metric_state)
-        self._restored: dict[str, int] = {}
+        self._restored: dict[str, int] = {}  # server id -> the connection count its session state was restored at
         self.in_flight = 0  # front requests being served (the middleware counts them)
-        self.draining = False  # server id -> the connection count its session state was restored at
+        self.draining = False
         self._warmed: set[Profile] = set()
         self.rounds = RoundTrips()
         # Tasks that live as long as the master runs (the config watcher, for one).
