@@ -19,6 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = str(ROOT / "benchmarks" / "backend.py")
 PEER_FASTMCP = str(ROOT / "benchmarks" / "peer_fastmcp.py")
+FLOOR = str(ROOT / "benchmarks" / "floor.py")
 MASTER = str(Path(sys.executable).with_name("master-mcp"))
 PEERS = ROOT / ".cache" / "bench-peers"
 # The peers pin their own SDK versions: each gets a venv of its own, never the project's.
@@ -173,4 +174,13 @@ def mcp_proxy(target: list[str]) -> Iterator[Running]:
     executable = peer_python("mcp-proxy").with_name("mcp-proxy")
     command = [str(executable), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING", "--", *target]
     with spawn(command, f"http://127.0.0.1:{port}/mcp/", f"http://127.0.0.1:{port}/status") as running:
+        yield running
+
+
+@contextmanager
+def floor(kind: str, target: list[str]) -> Iterator[Running]:
+    """benchmarks/floor.py: the least an SDK gateway (`sdk`) or one more process (`bytes`) costs."""
+    port = free_port()
+    command = [sys.executable, FLOOR, "--port", str(port), "--kind", kind, "--", *target]
+    with spawn(command, f"http://127.0.0.1:{port}/mcp") as running:
         yield running

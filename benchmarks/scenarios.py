@@ -23,6 +23,7 @@ from benchmarks.procs import (
     Running,
     backend_command,
     fastmcp_proxy,
+    floor,
     http_backend,
     http_master,
     mcp_proxy,
@@ -110,6 +111,8 @@ def _started(factory: Callable[[], AbstractContextManager[Running]]) -> Iterator
 # ---- 1 and 7: sequential calls on one session ----------------------------------------------------------------------
 
 ERAS = {LEGACY: "handshake era", MODERN: "2026-07-28"}
+# benchmarks/floor.py: the least a gateway built on this SDK costs, and the least one more process on the path costs.
+FLOORS = (("sdk", "floor: bare SDK gateway"), ("bytes", "floor: byte relay"))
 
 
 async def sequential_calls(s: Settings) -> list[Row]:
@@ -156,6 +159,8 @@ async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
         if mode == LEGACY:  # what the front's event streams cost: the same master answering POSTs with JSON
             json_front = lambda: http_master(s.workdir, [server], "--json-response")  # noqa: E731
             rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
+        for kind, name in FLOORS:
+            rows.append(await _through(s, case, name, lambda kind=kind: floor(kind, [backend.url]), "echo", mode))
         if s.peers:
             for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
                 peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
@@ -173,6 +178,7 @@ async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
     if mode == LEGACY:
         json_front = lambda: http_master(s.workdir, [stdio_server("b")], "--json-response")  # noqa: E731
         rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
+    rows.append(await _through(s, case, FLOORS[0][1], lambda: floor("sdk", backend_command()), "echo", mode))
     if s.peers:
         rows.append(await _through(s, case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo", mode))
         peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
@@ -208,6 +214,8 @@ async def concurrent_sessions(s: Settings) -> list[Row]:
             rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
             server = {"id": "b", "type": "http", "url": backend.url}
             rows.append(await through(case, "master", lambda: http_master(s.workdir, [server]), "b__echo"))
+            for kind, name in FLOORS:
+                rows.append(await through(case, name, lambda kind=kind: floor(kind, [backend.url]), "echo"))
             if s.peers:
                 for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
                     peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
@@ -217,6 +225,7 @@ async def concurrent_sessions(s: Settings) -> list[Row]:
         with http_backend() as backend:
             rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
         rows.append(await through(case, "master", lambda: http_master(s.workdir, [stdio_server("b")]), "b__echo"))
+        rows.append(await through(case, FLOORS[0][1], lambda: floor("sdk", backend_command()), "echo"))
         if s.peers:
             rows.append(await through(case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo"))
             peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731

@@ -1,0 +1,127 @@
+"""The least a gateway can cost here, for scenario 1: what the master is measured against besides direct.
+
+    python benchmarks/floor.py --port P --kind sdk   (URL | COMMAND ARG...)
+    python benchmarks/floor.py --port P --kind bytes URL
+
+`sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
+pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
+manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the same
+keep-alive HTTP transport the master uses, or stdio). No names, no auth, no metrics, no logging, no relay. Its ratio
+to direct bounds what any gateway on this SDK reaches on this machine.
+
+`bytes`: a TCP relay that copies bytes between the client and an HTTP backend without reading them (no MCP, no
+HTTP parsing): what one more process on the path costs by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, get_args
+from urllib.parse import urlsplit
+
+import httpx2
+import mcp_types as types
+import uvicorn
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.caching import CacheableMethod, CacheHint
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from master_mcp.backends.keepalive import KeepAliveTransport
+
+_RAW = TypeAdapter(dict[str, Any])
+_Request = types.Request[dict[str, Any] | None, str]
+
+
+@asynccontextmanager
+async def backend_session(target: list[str]) -> AsyncIterator[ClientSession]:
+    async with AsyncExitStack() as stack:
+        if target[0].startswith("http"):
+            http = await stack.enter_async_context(httpx2.AsyncClient(transport=KeepAliveTransport(), timeout=30))
+            read, write = await stack.enter_async_context(streamable_http_client(target[0], http_client=http))
+        else:
+            parameters = StdioServerParameters(command=target[0], args=target[1:])
+            read, write = await stack.enter_async_context(stdio_client(parameters))
+        session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))
+        await session.initialize()
+        yield session
+
+
+def sdk_floor(session: ClientSession) -> Server[Any]:
+    # 2026-07-28 list results must say how long they may be cached; the master says the same.
+    hints = dict.fromkeys(get_args(CacheableMethod), CacheHint(ttl_ms=0, scope="private"))
+    server: Server[Any] = Server("floor", cache_hints=hints)
+
+    async def forward(ctx: Any, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        result = await session.send_request(_Request(method=method, params=params), _RAW)  # type: ignore[type-var]
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            result["resultType"] = "complete"
+        return result
+
+    async def list_tools(ctx: Any, params: types.PaginatedRequestParams) -> dict[str, Any]:
+        return await forward(ctx, "tools/list", None)
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
+        return await forward(ctx, "tools/call", {"name": params.name, "arguments": params.arguments or {}})
+
+    server.add_request_handler("tools/list", types.PaginatedRequestParams, list_tools)
+    server.add_request_handler("tools/call", types.CallToolRequestParams, call_tool)
+    return server
+
+
+async def serve_sdk(port: int, target: list[str]) -> None:
+    async with backend_session(target) as session:
+        manager = StreamableHTTPSessionManager(app=sdk_floor(session), json_response=True)
+        app = Starlette(routes=[Route("/mcp", endpoint=StreamableHTTPASGIApp(manager))])
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        async with manager.run():
+            await uvicorn.Server(config).serve()
+
+
+async def serve_bytes(port: int, url: str) -> None:
+    parts = urlsplit(url)
+    host, backend_port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        backend_reader, backend_writer = await asyncio.open_connection(host, backend_port)
+        await asyncio.gather(pipe(client_reader, backend_writer), pipe(backend_reader, client_writer))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kind", choices=("sdk", "bytes"), required=True)
+    parser.add_argument("target", nargs="+")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.kind == "sdk":
+        asyncio.run(serve_sdk(args.port, args.target))
+    else:
+        asyncio.run(serve_bytes(args.port, args.target[0]))
+
+
+if __name__ == "__main__":
+    main()
