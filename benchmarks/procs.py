@@ -172,7 +172,19 @@ def mcp_proxy(target: list[str]) -> Iterator[Running]:
     """`mcp-proxy` serving a stdio backend over streamable HTTP (its /mcp endpoint)."""
     port = free_port()
     # `-m`, not its console script: a script names the interpreter by the absolute path the venv was made at.
-    command = [str(peer_python("mcp-proxy")), "-m", "mcp_proxy", "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING", "--", *target]
+    command = [
+        str(peer_python("mcp-proxy")),
+        "-m",
+        "mcp_proxy",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--log-level",
+        "WARNING",
+        "--",
+        *target,
+    ]
     with spawn(command, f"http://127.0.0.1:{port}/mcp/", f"http://127.0.0.1:{port}/status") as running:
         yield running
 
