@@ -227,6 +227,23 @@ async def test_a_misbehaving_backend_is_contained() -> None:
     assert len(inbox.logs) > 0
 
 
+async def test_a_malformed_result_is_an_error_and_nothing_else_breaks() -> None:
+    rogue = {
+        "id": "rogue",
+        "type": "stdio",
+        "command": sys.executable,
+        "args": [str(TESTS / "backends" / "rogue_server.py")],
+    }
+    async with serve_master(make_config(rogue, stdio_server("fine"))) as (_, url), Client(url, mode="legacy") as client:
+        for _ in range(2):
+            with pytest.raises(MCPError, match="invalid result") as raised:
+                await client.call_tool("rogue__malformed", {})
+            assert raised.value.error.code == types.INTERNAL_ERROR
+            assert "not a list" not in raised.value.error.message  # the body stays out of the error
+        assert text(await client.call_tool("rogue__misbehave", {})) == "survived"
+        assert text(await client.call_tool("fine__echo", {"text": "ok"})) == "ok"
+
+
 async def test_a_2026_client_answers_through_input_required_rounds(backend: dict[str, Any]) -> None:
     async with (
         serve_master(make_config(backend)) as (_, url),

@@ -1,7 +1,7 @@
 """Test backend that misbehaves on purpose (raw JSON-RPC over stdio, no SDK): during `tools/call` it sends a
 progress notification for a token it was never given, a cancellation for a request that does not exist, a
 server-to-client request with malformed params, a line that is not JSON, and a flood of log lines; then it
-answers the call properly."""
+answers the call properly. `malformed` answers with a result that is not a tool result at all."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def send(message: dict[str, object]) -> None:
 
 
 TOOL = {"name": "misbehave", "description": "Sends garbage, then answers.", "inputSchema": {"type": "object"}}
+MALFORMED = {"name": "malformed", "description": "Answers with a broken result.", "inputSchema": {"type": "object"}}
 
 for line in sys.stdin:
     try:
@@ -35,7 +36,9 @@ for line in sys.stdin:
             }
         )
     elif method == "tools/list":
-        send({"jsonrpc": "2.0", "id": mid, "result": {"tools": [TOOL]}})
+        send({"jsonrpc": "2.0", "id": mid, "result": {"tools": [TOOL, MALFORMED]}})
+    elif method == "tools/call" and message["params"]["name"] == "malformed":
+        send({"jsonrpc": "2.0", "id": mid, "result": {"content": "not a list", "isError": "maybe"}})
     elif method == "tools/call":
         send(
             {
