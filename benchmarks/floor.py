@@ -59,10 +59,12 @@ async def backend_session(target: list[str]) -> AsyncIterator[ClientSession]:
         yield session
 
 
-def sdk_floor(session: ClientSession) -> Server[Any]:
-    # 2026-07-28 list results must say how long they may be cached; the master says the same.
+def sdk_floor(session: ClientSession, schemas: dict[str, Any]) -> Server[Any]:
+    # 2026-07-28 list results must say how long they may be cached; the master says the same. Without the input
+    # schemas at hand, the SDK's server would run the tools/list handler (here: a backend round trip) on every
+    # 2026-07-28 call to check its `Mcp-Param-*` headers; the master hands it its catalog's, as this does.
     hints = dict.fromkeys(get_args(CacheableMethod), CacheHint(ttl_ms=0, scope="private"))
-    server: Server[Any] = Server("floor", cache_hints=hints)
+    server: Server[Any] = Server("floor", cache_hints=hints, get_tool_input_schema=schemas.get)
 
     async def forward(ctx: Any, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         result = await session.send_request(_Request(method=method, params=params), _RAW)  # type: ignore[type-var]
@@ -83,7 +85,9 @@ def sdk_floor(session: ClientSession) -> Server[Any]:
 
 async def serve_sdk(port: int, target: list[str]) -> None:
     async with backend_session(target) as session:
-        manager = StreamableHTTPSessionManager(app=sdk_floor(session), json_response=True)
+        listed = await session.send_request(_Request(method="tools/list", params=None), _RAW)  # type: ignore[type-var]
+        schemas = {tool["name"]: tool.get("inputSchema") for tool in listed.get("tools", [])}
+        manager = StreamableHTTPSessionManager(app=sdk_floor(session, schemas), json_response=True)
         app = Starlette(routes=[Route("/mcp", endpoint=StreamableHTTPASGIApp(manager))])
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
         async with manager.run():
