@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +22,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from master_mcp.auth import LOCAL_PRINCIPAL
-from master_mcp.auth.crypto import new_key
+from master_mcp.auth.crypto import Sealer, new_key
+from master_mcp.auth.flow import OAuthFlowController
 from master_mcp.auth.flow_state import MemoryFlowStore
+from master_mcp.auth.redis_store import RedisFlowStore
 from master_mcp.config import ConfigError
+from master_mcp.redis_link import RedisLink
 from master_mcp.server import MasterServer
 from tests.conftest import HttpBackend, OAuthBackend, serve_master, stdio_server, text
 from tests.conftest import make_config as _make_config
@@ -565,3 +569,26 @@ async def test_zz_no_credential_in_any_log_line(oauth: OAuthBackend) -> None:
     assert "oauth" in logs.lower()  # the flow really logged
     for secret in [*issued, ALICE, BOB, "master-client-secret-1234", "service-secret-5678"]:
         assert secret not in logs
+
+
+async def test_a_flow_controller_mounted_alone_answers_503_when_its_store_cannot_be_used() -> None:
+    """The controller as another runtime mounts it (no master around it), its flow records in a Redis store that
+    cannot be used (never opened here: no Redis server is needed to see the answer)."""
+    link = RedisLink("redis://127.0.0.1:1/0", "t:", 0.5)
+
+    async def local(request: Any) -> Any:
+        return LOCAL_PRINCIPAL
+
+    controller = OAuthFlowController(
+        base_url="http://127.0.0.1:9",
+        strategies=lambda server_id: None,
+        identify=local,
+        store=RedisFlowStore(link, Sealer(secrets.token_bytes(32))),
+    )
+    transport = httpx2.ASGITransport(app=controller)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:9") as http:
+        answer = await http.get("/oauth/callback?code=c&state=s")
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "5"
+        assert answer.json()["error"] == "temporarily_unavailable"
+        assert "127.0.0.1:1" in answer.json()["error_description"]

@@ -91,12 +91,6 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
         ready, servers = master.readiness()
         return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
 
-    async def store_unavailable(request: Request, exc: Exception) -> Response:
-        # An OAuth route whose flow record could not be read or written: say so, and that trying again is fine.
-        logger.warning("%s %s: %s", request.method, request.url.path, exc)
-        body = {"error": "temporarily_unavailable", "error_description": str(exc)}
-        return JSONResponse(body, status_code=503, headers={"retry-after": "5"})
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -123,7 +117,6 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
             *(resource_server.routes if resource_server is not None else []),
         ],
         lifespan=lifespan,
-        exception_handlers={StoreUnavailable: store_unavailable},
     )
 
 

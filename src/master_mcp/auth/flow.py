@@ -36,6 +36,7 @@ from master_mcp.auth.oauth_client import OAuthError, same_url
 from master_mcp.auth.principal import Principal
 from master_mcp.auth.session import SessionCookies
 from master_mcp.auth.strategies.base import Delegating
+from master_mcp.redis_link import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,21 @@ def _page(title: str, body: str, status: int = 200, extra_html: str = "") -> HTM
     return HTMLResponse(document, status_code=status, headers=_PAGE_HEADERS)
 
 
+def _unavailable_is_503(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A route whose flow record, consent or login could not be read or written (the shared store is down) says so,
+    and that trying again is fine; mounted alone or inside the master, the controller answers the same."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except StoreUnavailable as exc:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+            body = {"error": "temporarily_unavailable", "error_description": str(exc)}
+            return JSONResponse(body, status_code=503, headers={"retry-after": "5"})
+
+    return guarded
+
+
 class OAuthFlowController:
     def __init__(
         self,
@@ -123,10 +139,10 @@ class OAuthFlowController:
         self.consents = consents or MemoryConsentStore()
         self._router = Router(
             routes=[
-                Route(f"{prefix}/authorize", self.authorize, methods=["GET"]),
-                Route(f"{prefix}/callback", self.callback, methods=["GET"]),
-                Route(f"{prefix}/token", self.token, methods=["POST"]),
-                Route(f"{prefix}/consent", self.consent, methods=["POST"]),
+                Route(f"{prefix}/authorize", _unavailable_is_503(self.authorize), methods=["GET"]),
+                Route(f"{prefix}/callback", _unavailable_is_503(self.callback), methods=["GET"]),
+                Route(f"{prefix}/token", _unavailable_is_503(self.token), methods=["POST"]),
+                Route(f"{prefix}/consent", _unavailable_is_503(self.consent), methods=["POST"]),
                 Route(f"{prefix}/success", self.success, methods=["GET"]),
                 Route(f"{prefix}/error", self.error, methods=["GET"]),
             ]
