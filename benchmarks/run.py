@@ -54,7 +54,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer calls, one round (about 7 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer calls, one round (about 8 min on 2 cores)")
     parser.add_argument("--rounds", type=int, help="rounds (default: 1 with --quick, else 3)")
     parser.add_argument("--only", default="", help="comma-separated scenarios (1-6; 7 comes with 1 and 2)")
     parser.add_argument("--case", default="", help="only the cases of scenarios 1-2 whose name contains this")
