@@ -166,6 +166,7 @@ async def test_dead_backend_gives_an_error_result_naming_it() -> None:
             response = await http.get(url.replace("/mcp", "/readyz"))
         assert response.status_code == 503
         assert response.json()["servers"][1]["id"] == "ghost"
+        assert response.json()["store"] == {"type": master.config.master.store.type}  # nothing to ping
         async with Client(url, mode="legacy") as client:
             assert text(await client.call_tool("alive__echo", {"text": "still here"})) == "still here"
             # Its names were never listed, but they say whose they would be: the caller hears why, not "unknown".

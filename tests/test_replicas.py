@@ -331,6 +331,9 @@ async def test_redis_lost_mid_run_fails_clearly_and_masters_reconnect(
         Client(url_b, mode="legacy", message_handler=on_message) as on_b,
         httpx2.AsyncClient(follow_redirects=True) as browser,
     ):
+        readyz = url_a.removesuffix("/mcp") + "/readyz"
+        store = (await browser.get(readyz)).json()["store"]
+        assert store == {"type": "redis", "at": f"127.0.0.1:{redis_server.port}", "up": True, "error": None}
         assert "Authorized" in (await browser.get(delegation_link(await on_a.call_tool("cloud__authorize", {})))).text
         assert json.loads(text(await on_a.call_tool("cloud__whoami", {})))["subject"].startswith("user-")
 
@@ -354,6 +357,10 @@ async def test_redis_lost_mid_run_fails_clearly_and_masters_reconnect(
         assert forced.is_error and where in text(forced)
         assert callback.status_code == 503 and where in callback.json()["error_description"]
         assert text(echoed) == "no store needed"  # what needs no store is not affected
+        with anyio.fail_after(CALL_BOUND_S):
+            ready = await browser.get(readyz)
+        assert ready.status_code == 200 and not ready.json()["store"]["up"]  # shown, not counted
+        assert where in ready.json()["store"]["error"]
 
         redis_server.start()  # same port, empty (no persistence): the tokens are gone, the masters reconnect
         with anyio.fail_after(CALL_BOUND_S):

@@ -89,7 +89,10 @@ def create_app(master: MasterServer, *, stateless: bool | None = None, json_resp
 
     async def readyz(request: Request) -> JSONResponse:
         ready, servers = master.readiness()
-        return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
+        # The store is shown, not counted: calls to backends that need no stored token work without it, and a
+        # shared store that is down would otherwise take every replica out of service at once.
+        body = {"ready": ready, "servers": servers, "store": await master.stores.status()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

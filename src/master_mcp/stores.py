@@ -13,6 +13,8 @@ import secrets
 import uuid
 from pathlib import Path
 
+import anyio
+
 from master_mcp.auth.consent import ConsentStore, MemoryConsentStore
 from master_mcp.auth.crypto import MasterKeyError, Sealer, key_from_environment
 from master_mcp.auth.flow_state import FlowStore, MemoryFlowStore
@@ -20,7 +22,7 @@ from master_mcp.auth.redis_store import RedisBlobStore, RedisConsentStore, Redis
 from master_mcp.auth.store import BlobStore, MemoryBlobStore, SQLiteBlobStore
 from master_mcp.catalog.invalidation import Invalidation, LocalInvalidation
 from master_mcp.config.models import TokenStoreSettings
-from master_mcp.redis_link import RedisLink
+from master_mcp.redis_link import RedisLink, StoreUnavailable
 from master_mcp.sync import RedisInvalidation
 
 
@@ -63,6 +65,21 @@ class Stores:
         """With the master: connect (Redis) and check the store answers; raises `StoreUnavailable` if not."""
         if self.link is not None:
             await self.link.open()
+
+    async def status(self) -> dict[str, object]:
+        """For `/readyz`: the store's type, and for Redis whether it answers a ping now (bounded by its timeout).
+        Names the host and port only, never the URL, which may carry a password."""
+        if self.link is None:
+            return {"type": self.settings.type}
+        link = self.link
+        error: str | None = "no answer in time"
+        with anyio.move_on_after(link.timeout_s):
+            try:
+                await link.run(lambda client: client.ping())
+                error = None
+            except StoreUnavailable as exc:
+                error = str(exc)
+        return {"type": "redis", "at": link.where, "up": error is None, "error": error}
 
     async def aclose(self) -> None:
         if self.link is not None:
