@@ -207,15 +207,18 @@ async def test_a_client_that_never_answers_costs_only_its_call() -> None:
         assert text(await client.call_tool("live__echo", {"text": "still fine"})) == "still fine"
 
 
+# tests/backends/rogue_server.py: raw JSON-RPC over stdio that breaks the protocol on purpose.
+ROGUE = {
+    "id": "rogue",
+    "type": "stdio",
+    "command": sys.executable,
+    "args": [str(TESTS / "backends" / "rogue_server.py")],
+}
+
+
 async def test_a_misbehaving_backend_is_contained() -> None:
-    rogue = {
-        "id": "rogue",
-        "type": "stdio",
-        "command": sys.executable,
-        "args": [str(TESTS / "backends" / "rogue_server.py")],
-    }
     inbox = Inbox()
-    config = make_config(rogue, stdio_server("fine"))
+    config = make_config(ROGUE, stdio_server("fine"))
     async with (
         serve_master(config) as (_, url),
         Client(url, mode="legacy", logging_callback=inbox.on_log, sampling_callback=sample) as client,
@@ -228,13 +231,7 @@ async def test_a_misbehaving_backend_is_contained() -> None:
 
 
 async def test_a_malformed_result_is_an_error_and_nothing_else_breaks() -> None:
-    rogue = {
-        "id": "rogue",
-        "type": "stdio",
-        "command": sys.executable,
-        "args": [str(TESTS / "backends" / "rogue_server.py")],
-    }
-    async with serve_master(make_config(rogue, stdio_server("fine"))) as (_, url), Client(url, mode="legacy") as client:
+    async with serve_master(make_config(ROGUE, stdio_server("fine"))) as (_, url), Client(url, mode="legacy") as client:
         for _ in range(2):
             with pytest.raises(MCPError, match="invalid result") as raised:
                 await client.call_tool("rogue__malformed", {})
