@@ -1,13 +1,14 @@
 """The least a gateway can cost here, for scenario 1: what the master is measured against besides direct.
 
-    python benchmarks/floor.py --port P --kind sdk   (URL | COMMAND ARG...)
+    python benchmarks/floor.py --port P --kind sdk [--backend-era auto] (URL | COMMAND ARG...)
     python benchmarks/floor.py --port P --kind bytes URL
 
 `sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
 pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
 manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the same
 keep-alive HTTP transport the master uses, or stdio). No names, no auth, no metrics, no logging, no relay. Its ratio
-to direct bounds what any gateway on this SDK reaches on this machine.
+to direct bounds what any gateway on this SDK reaches on this machine. `--backend-era auto` lets the backend hop
+negotiate 2026-07-28 where the backend offers it (the master does not, yet): what that change could reach at best.
 
 `bytes`: a TCP relay that copies bytes between the client and an HTTP backend without reading them (no MCP, no
 HTTP parsing): what one more process on the path costs by itself.
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx2
 import mcp_types as types
 import uvicorn
+from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -46,7 +48,7 @@ _Request = types.Request[dict[str, Any] | None, str]
 
 
 @asynccontextmanager
-async def backend_session(target: list[str]) -> AsyncIterator[ClientSession]:
+async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSession]:
     async with AsyncExitStack() as stack:
         if target[0].startswith("http"):
             http = await stack.enter_async_context(httpx2.AsyncClient(transport=KeepAliveTransport(), timeout=30))
@@ -55,7 +57,10 @@ async def backend_session(target: list[str]) -> AsyncIterator[ClientSession]:
             parameters = StdioServerParameters(command=target[0], args=target[1:])
             read, write = await stack.enter_async_context(stdio_client(parameters))
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))
-        await session.initialize()
+        if era == "auto":
+            await negotiate_auto(session)
+        else:
+            await session.initialize()
         yield session
 
 
@@ -83,8 +88,8 @@ def sdk_floor(session: ClientSession, schemas: dict[str, Any]) -> Server[Any]:
     return server
 
 
-async def serve_sdk(port: int, target: list[str]) -> None:
-    async with backend_session(target) as session:
+async def serve_sdk(port: int, target: list[str], era: str) -> None:
+    async with backend_session(target, era) as session:
         listed = await session.send_request(_Request(method="tools/list", params=None), _RAW)  # type: ignore[type-var]
         schemas = {tool["name"]: tool.get("inputSchema") for tool in listed.get("tools", [])}
         manager = StreamableHTTPSessionManager(app=sdk_floor(session, schemas), json_response=True)
@@ -118,11 +123,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--kind", choices=("sdk", "bytes"), required=True)
+    parser.add_argument("--backend-era", choices=("handshake", "auto"), default="handshake")
     parser.add_argument("target", nargs="+")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.kind == "sdk":
-        asyncio.run(serve_sdk(args.port, args.target))
+        asyncio.run(serve_sdk(args.port, args.target, args.backend_era))
     else:
         asyncio.run(serve_bytes(args.port, args.target[0]))
 

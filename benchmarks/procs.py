@@ -191,8 +191,10 @@ def mcp_proxy(target: list[str]) -> Iterator[Running]:
 
 @contextmanager
 def floor(kind: str, target: list[str]) -> Iterator[Running]:
-    """benchmarks/floor.py: the least an SDK gateway (`sdk`) or one more process (`bytes`) costs."""
+    """benchmarks/floor.py: the least an SDK gateway (`sdk`, `sdk-auto`: its backend hop negotiates the era) or one
+    more process (`bytes`) costs."""
     port = free_port()
-    command = [sys.executable, FLOOR, "--port", str(port), "--kind", kind, "--", *target]
+    era = ["--backend-era", "auto"] if kind == "sdk-auto" else []
+    command = [sys.executable, FLOOR, "--port", str(port), "--kind", kind.removesuffix("-auto"), *era, "--", *target]
     with spawn(command, f"http://127.0.0.1:{port}/mcp") as running:
         yield running

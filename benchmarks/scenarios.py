@@ -112,7 +112,11 @@ def _started(factory: Callable[[], AbstractContextManager[Running]]) -> Iterator
 
 ERAS = {LEGACY: "handshake era", MODERN: "2026-07-28"}
 # benchmarks/floor.py: the least a gateway built on this SDK costs, and the least one more process on the path costs.
-FLOORS = (("sdk", "floor: bare SDK gateway"), ("bytes", "floor: byte relay"))
+FLOORS = (
+    ("sdk", "floor: bare SDK gateway"),
+    ("sdk-auto", "floor: bare SDK gateway, 2026-07-28 backend hop"),
+    ("bytes", "floor: byte relay"),
+)
 
 
 async def sequential_calls(s: Settings) -> list[Row]:
