@@ -88,9 +88,9 @@ _LIST_CHANGED = (
 
 @dataclass(frozen=True, slots=True)
 class _Live:
-    """An initialized backend session, and what its requests are sent through."""
+    """What requests go out through while a backend session is initialized (the `ClientSession` itself lives in the
+    supervisor's exit stack, answering the backend's own requests and notifications)."""
 
-    session: ClientSession
     dispatcher: JSONRPCDispatcher[Any]
     version: str
 
@@ -390,7 +390,7 @@ class BackendConnection:
                 init = await session.initialize()
                 self.capabilities = init.capabilities
                 self.server_info = init.server_info
-                self._session = _Live(session, dispatcher, init.protocol_version)
+                self._session = _Live(dispatcher, init.protocol_version)
                 listing = await self._discover()
             self.restarts += 1 if self.connects else 0
             self.connects += 1
