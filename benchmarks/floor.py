@@ -6,9 +6,10 @@
 `sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
 pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
 manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the same
-keep-alive HTTP transport the master uses, or stdio). No names, no auth, no metrics, no logging, no relay. Its ratio
-to direct bounds what any gateway on this SDK reaches on this machine. `--backend-era auto` lets the backend hop
-negotiate 2026-07-28 where the backend offers it (the master does not, yet): what that change could reach at best.
+keep-alive HTTP transport the master uses, or stdio), its garbage collector set as the master's. No names, no auth, no
+metrics, no logging, no relay. Its ratio to direct bounds what any gateway on this SDK reaches on this machine.
+`--backend-era auto` lets the backend hop negotiate 2026-07-28 where the backend offers it (the master does not,
+yet): what that change could reach at best.
 
 `bytes`: a TCP relay that copies bytes between the client and an HTTP backend without reading them (no MCP, no
 HTTP parsing): what one more process on the path costs by itself.
@@ -41,6 +42,7 @@ from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from master_mcp import heap
 from master_mcp.backends.keepalive import KeepAliveTransport
 
 _RAW = TypeAdapter(dict[str, Any])
@@ -96,6 +98,7 @@ async def serve_sdk(port: int, target: list[str], era: str) -> None:
         app = Starlette(routes=[Route("/mcp", endpoint=StreamableHTTPASGIApp(manager))])
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
         async with manager.run():
+            heap.settle()  # the master's collector settings: the floor must not pay what the master does not
             await uvicorn.Server(config).serve()
 
 

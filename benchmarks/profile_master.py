@@ -1,6 +1,10 @@
 """Where a call's time goes inside the master: py-spy samples the master process while a client makes calls.
 
     .venv/bin/python benchmarks/profile_master.py [--backend http|stdio] [--calls 2000] [--top 30]
+        [--sessions 32] [--subject master|floor]
+
+`--sessions N` drives N sessions at once (scenario 2's load) instead of one; `--subject floor` samples the bare
+SDK gateway of benchmarks/floor.py under the same load, so the two profiles can be set side by side.
 
 py-spy is installed into its own venv under .cache/bench-peers/profilers (never into the project's). Prints the
 functions with the largest inclusive and self share of the master's samples, and keeps the collapsed stacks in
@@ -23,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import measure  # noqa: E402
-from benchmarks.procs import PEERS, http_backend, http_master, stdio_server  # noqa: E402
+from benchmarks.procs import PEERS, backend_command, floor, http_backend, http_master, stdio_server  # noqa: E402
 
 PROFILERS = PEERS / "profilers"
 
@@ -66,8 +70,11 @@ def summarize(collapsed: Path, top: int) -> None:
             print(f"  {100 * count / total:5.1f}%  {name}")
 
 
-async def drive(url: str, calls: int, era: str) -> None:
-    await measure.sequential(url, "b__echo", calls, 20, era, 600.0)
+async def drive(url: str, tool: str, calls: int, era: str, sessions: int) -> None:
+    if sessions > 1:
+        await measure.concurrent(url, tool, sessions, max(1, calls // sessions), 600.0)
+    else:
+        await measure.sequential(url, tool, calls, 20, era, 600.0)
 
 
 def main() -> None:
@@ -78,12 +85,19 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (Python on the CPU)")
+    parser.add_argument("--sessions", type=int, default=1, help="sessions calling at once")
+    parser.add_argument("--subject", choices=("master", "floor"), default="master")
     args = parser.parse_args()
-    out = ROOT / "benchmarks" / "results" / f"profile-{args.backend}-{time.strftime('%H%M%S')}.txt"
+    name = f"profile-{args.subject}-{args.backend}-{time.strftime('%H%M%S')}.txt"
+    out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, http_backend() as backend:
-        server = {"id": "b", "type": "http", "url": backend.url} if args.backend == "http" else stdio_server("b")
-        with http_master(Path(tmp), [server]) as master:
+        if args.subject == "floor":
+            subject, tool = floor("sdk", [backend.url] if args.backend == "http" else backend_command()), "echo"
+        else:
+            server = {"id": "b", "type": "http", "url": backend.url} if args.backend == "http" else stdio_server("b")
+            subject, tool = http_master(Path(tmp), [server]), "b__echo"
+        with subject as master:
             spy = subprocess.Popen(
                 [
                     py_spy(),
@@ -97,12 +111,13 @@ def main() -> None:
                     "--output",
                     str(out),
                     "--nonblocking",
+                    *(["--gil"] if args.gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-            anyio.run(drive, master.url, args.calls, args.era)
+            anyio.run(drive, master.url, tool, args.calls, args.era, args.sessions)
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(60)
     summarize(out, args.top)

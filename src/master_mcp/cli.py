@@ -13,6 +13,7 @@ from types import FrameType
 import anyio
 import uvicorn
 
+from master_mcp import heap
 from master_mcp.app import create_app, is_loopback
 from master_mcp.auth.crypto import new_key
 from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
@@ -40,8 +41,10 @@ def _with_overrides(config: MasterConfig, args: argparse.Namespace) -> MasterCon
     return config.model_copy(update={"master": config.master.model_copy(update=flags)})
 
 
-def _watching(master: MasterServer, args: argparse.Namespace) -> MasterServer:
-    """Reload the config file on SIGHUP, and whenever it changes unless `master.watch_config` is off."""
+def _serving(master: MasterServer, args: argparse.Namespace) -> MasterServer:
+    """A master that serves until stopped: its heap is settled once it is up, and its config file reloaded on
+    SIGHUP, and whenever it changes unless `master.watch_config` is off."""
+    master.companions.append(heap.settle_when_up)
     source = master.config.source
     if source is not None:
         load = lambda: _with_overrides(load_config(source), args)  # noqa: E731
@@ -87,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             return 2
         logger.warning("serving on %s with no inbound authentication: anyone who can reach it can use it", host)
-    master = _watching(MasterServer(config), args)
+    master = _serving(MasterServer(config), args)
     app = create_app(master, stateless=args.stateless, json_response=args.json_response)
     # On SIGTERM/SIGINT: stop accepting, give in-flight requests (and open streams) a bounded time, then close.
     settings = uvicorn.Config(
@@ -100,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
-    master = _watching(MasterServer(_load(args.config, args.log_format)), args)
+    master = _serving(MasterServer(_load(args.config, args.log_format)), args)
     anyio.run(master.run_stdio)
     return 0
 

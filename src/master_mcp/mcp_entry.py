@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 
+from master_mcp import heap
 from master_mcp.config import default_config_path, load_config
 from master_mcp.logs import setup_logging
 from master_mcp.net import is_loopback
@@ -24,6 +25,7 @@ class MasterEntry(MCPServer):
         config = load_config(default_config_path())
         setup_logging(config.master.log_level, config.secrets, config.master.log_format)
         master = MasterServer(config)
+        master.companions.append(heap.settle_when_up)
         if transport == "stdio":
             anyio.run(master.run_stdio)
             return
