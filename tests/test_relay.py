@@ -110,6 +110,22 @@ async def test_log_lines_reach_the_caller_at_its_level(backend: dict[str, Any]) 
     assert {p.logger for p in chatty.logs} == {"fixture"}
 
 
+async def test_2026_callers_get_log_lines_only_when_they_ask_and_at_their_level(backend: dict[str, Any]) -> None:
+    """2026-07-28 logging is opted into per request (`_meta` log level): a call without it gets no line."""
+    silent, asked = Inbox(), Inbox()
+    async with (
+        serve_master(make_config(backend)) as (_, url),
+        Client(url, mode="2026-07-28", logging_callback=silent.on_log) as a,
+        Client(url, mode="2026-07-28", logging_callback=asked.on_log, log_level="info") as b,
+    ):
+        assert text(await a.call_tool("live__log_lines", {"tag": "a"})) == "logged a"
+        assert text(await b.call_tool("live__log_lines", {"tag": "b"})) == "logged b"
+        await wait_until(lambda: len(asked.logs) >= 2)
+        assert text(await a.call_tool("live__log_lines", {"tag": "a2"})) == "logged a2"
+    assert silent.logs == []
+    assert [p.data for p in asked.logs] == ["b:info", "b:warning"]
+
+
 async def test_a_session_opened_after_set_level_logs_at_that_level(backend: dict[str, Any]) -> None:
     """A client that can answer sampling gets a backend session of its own, opened on its first call: that
     session must be told the level the client asked for before it existed."""

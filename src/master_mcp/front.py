@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mcp.server.connection import Connection
+from mcp.server.connection import Connection, allowed_log_levels
 from mcp.server.context import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -55,6 +55,13 @@ class FrontCall:
         body cannot: see `front_http`)."""
         scope = getattr(self.ctx.request, "scope", None)
         return not isinstance(scope, dict) or scope.get(STREAMS) is not False
+
+    def wants_log(self, level: str) -> bool:
+        """Whether a backend's log line at `level` goes to this caller: a handshake-era session gets what its
+        `logging/setLevel` lets through; a 2026-07-28 request opts in by itself, in its `_meta`, or gets none."""
+        if self.front is not None:
+            return self.front.wants_log(level)
+        return level in allowed_log_levels(self.ctx.protocol_version, self.ctx.meta)
 
 
 def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection | None:

@@ -748,7 +748,7 @@ class MasterServer:
         if not isinstance(owner, FrontCall):
             logger.debug("server %s: a log line that belongs to no single call was not relayed", server_id)
             return
-        if not owner.streams or (owner.front is not None and not owner.front.wants_log(note.params.level)):
+        if not owner.streams or not owner.wants_log(note.params.level):
             return
         params = note.params.model_copy(update={"logger": note.params.logger or server_id})
         try:
