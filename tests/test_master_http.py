@@ -243,7 +243,8 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
     def call(number: int, tool: str = "quiet__echo", meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"name": tool, "arguments": {"text": str(number)}}
+        arguments = {"tag": str(number)} if tool.endswith("log_lines") else {"text": str(number)}
+        params: dict[str, Any] = {"name": tool, "arguments": arguments}
         return {
             "jsonrpc": "2.0",
             "id": number,
@@ -264,6 +265,7 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
 
     def kind(response: httpx2.Response) -> str:
         assert response.status_code == 200 and '"result"' in response.text
+        assert '"isError":true' not in response.text.replace(" ", "")
         return response.headers["content-type"].split(";")[0]
 
     # `quiet` declares no logging capability; the fixture backend (`loud`) does.
@@ -285,7 +287,7 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         sampling = await session(http, url, {"sampling": {}})
         assert kind(await http.post(url, json=call(5), headers=sampling)) == "text/event-stream"
 
-        # 2026-07-28: the SDK itself answers as JSON unless something is sent before the result.
+        # 2026-07-28: no back-channel; log lines only to a request that asks for them in its `_meta`.
         envelope = {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
@@ -298,7 +300,10 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
             return kind(await http.post(url, json=body, headers={**headers, **routing}))
 
         assert await modern(7, "quiet__echo") == "application/json"
-        assert await modern(8, "loud__echo", progressToken="p") == "application/json"
+        assert await modern(8, "loud__echo", progressToken="p") == "application/json"  # it sent no progress
+        assert await modern(9, "loud__log_lines") == "application/json"
+        logged = {"io.modelcontextprotocol/logLevel": "info"}
+        assert await modern(10, "loud__log_lines", **logged) == "text/event-stream"
 
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:

@@ -5,8 +5,10 @@ the client). An SSE stream per request costs the front, and the client, about tw
 What a request may bring back is known from the session, the request and the backend it goes to: the client
 capabilities the session declared at `initialize` (sampling, elicitation, roots), whether the request carries a
 progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
-initialize) only ever gets its answer. (2026-07-28 requests need none of this: the SDK answers them as JSON unless
-the handler sends something before its result.)
+initialize) only ever gets its answer. A 2026-07-28 request has no back-channel and gets log lines only where its
+`_meta` asks for them. Left to itself, the SDK serves such a request in a task of its own and waits to see whether
+the handler sends something before its result (about a fifth of a millisecond per call); here it is answered
+in-line as JSON when nothing else can come.
 
 The choice is made in the POST's own task; the SDK's message router, in another task, does not see it. Nothing may
 therefore send a message related to a request answered as JSON (it would stand in for the answer): the relay asks
@@ -22,20 +24,44 @@ from typing import Any, Final
 
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from master_mcp.front import STREAMS
+from master_mcp.front import LOG_LEVELS, STREAMS
 
 _AS_JSON: ContextVar[bool | None] = ContextVar("master_mcp_as_json", default=None)
 # Requests during which a backend may send something for the caller.
 _FORWARDED: Final = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 _BACK_CHANNEL: Final = ("sampling", "elicitation", "roots")
+_VERSION_HEADER: Final = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
 
 
 def _progress_token(params: Any) -> bool:
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and meta.get("progressToken") is not None
+
+
+def streams(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], *, modern: bool) -> bool:
+    """Whether anything but its answer may reach the client while `message` (a parsed POST body) is served, for a
+    client without a back-channel."""
+    if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
+        return True  # not a request: the SDK answers whatever this is in its usual way
+    params = message.get("params")
+    if method not in _FORWARDED or not isinstance(params, dict):
+        return False
+    if _progress_token(params):
+        return True
+    if modern and not _log_opt_in(params):
+        return False  # a 2026-07-28 request gets no log line it did not ask for
+    return backend_may_log(method, params)
+
+
+def _log_opt_in(params: dict[str, Any]) -> bool:
+    meta = params.get("_meta")
+    return isinstance(meta, dict) and meta.get(LOG_LEVEL_META_KEY) in LOG_LEVELS
 
 
 class _AdaptiveTransport(StreamableHTTPServerTransport):
@@ -57,18 +83,14 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         self.__dict__["_json_configured"] = value
 
     def _streams(self, message: Any) -> bool:
-        if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
-            return True  # not a request: the SDK answers whatever this is in its usual way
-        params = message.get("params")
-        if method == "initialize" and isinstance(params, dict):
-            capabilities = params.get("capabilities")
+        if isinstance(message, dict) and message.get("method") == "initialize":
+            params = message.get("params")
+            capabilities = params.get("capabilities") if isinstance(params, dict) else None
             if isinstance(capabilities, dict):
                 self._back_channel = any(capabilities.get(name) is not None for name in _BACK_CHANNEL)
         if self._back_channel:
             return True  # a client that can be asked things gets the stream it may be asked on, always
-        if method not in _FORWARDED or not isinstance(params, dict):
-            return False
-        return _progress_token(params) or self.backend_may_log(method, params)
+        return streams(message, self.backend_may_log, modern=False)
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         if self.__dict__.get("_json_configured"):
@@ -88,11 +110,40 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
 
 
 class AdaptiveSessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, whose sessions choose their response mode per request."""
+    """The SDK's session manager, whose sessions, and 2026-07-28 requests, choose their response mode per
+    request."""
 
     def __init__(self, *args: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._backend_may_log = backend_may_log
+
+    # The SDK reads `json_response` when it builds a session's transport, and when it serves a 2026-07-28 request.
+    @property
+    def json_response(self) -> bool:
+        chosen = _AS_JSON.get()
+        configured = bool(self.__dict__.get("_json_configured", False))
+        return configured if chosen is None else chosen
+
+    @json_response.setter
+    def json_response(self, value: bool) -> None:
+        self.__dict__["_json_configured"] = value
+
+    async def _handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.__dict__.get("_json_configured") or scope.get("method") != "POST" or not _is_modern(scope):
+            await super()._handle_request(scope, receive, send)
+            return
+        received = await _whole_body(receive)
+        try:
+            message = json.loads(b"".join(m.get("body", b"") for m in received))
+        except (ValueError, RecursionError):
+            message = None  # the SDK answers it with its own parse error
+        chosen = streams(message, self._backend_may_log, modern=True)
+        scope[STREAMS] = chosen
+        token = _AS_JSON.set(not chosen)
+        try:
+            await super()._handle_request(scope, _replaying(received, receive), send)
+        finally:
+            _AS_JSON.reset(token)
 
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
@@ -103,3 +154,29 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             transport.is_json_response_enabled = configured
             transport.backend_may_log = self._backend_may_log  # type: ignore[attr-defined]
         return transport
+
+
+def _is_modern(scope: Scope) -> bool:
+    # The SDK routes by this header alone: any value that is not a handshake-era version goes to its 2026-07-28
+    # path (which rejects what it does not know).
+    version = next((v for k, v in scope.get("headers", ()) if k == _VERSION_HEADER), None)
+    return version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+async def _whole_body(receive: Receive) -> list[Message]:
+    received: list[Message] = []
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return received
+
+
+def _replaying(received: list[Message], receive: Receive) -> Receive:
+    """`receive` with the messages already read from it handed out again first."""
+    pending = list(received)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
