@@ -42,3 +42,8 @@ def test_cycles_made_after_settling_are_still_collected_without_being_asked(sett
         if gone() is None:
             break
     assert gone() is None
+
+
+def test_thawing_hands_the_frozen_heap_back_to_the_collector(settled: None) -> None:
+    heap.thaw()
+    assert gc.get_freeze_count() == 0

@@ -17,6 +17,9 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
+from master_mcp.config import load_config
+from master_mcp.reload import ConfigWatcher
+from master_mcp.server import MasterServer
 from tests.conftest import free_port, processes_with, stdio_server, text, wait_for_port, wait_until, write_config
 from tests.test_cli import MASTER
 from tests.test_relay import Inbox
@@ -179,3 +182,18 @@ async def test_a_reload_during_load_loses_no_call(tmp_path: Path, master_in: lis
         assert not [answer for answer in got if answer.startswith("error")], server_id
     master.stop()
     assert processes_with(mark) == []
+
+
+async def test_what_the_process_hooks_on_a_reload_runs_only_for_an_applied_one(tmp_path: Path) -> None:
+    """The serving process thaws its heap after an applied reload (heap.py): retired connections were frozen."""
+    path = write_config(tmp_path / "servers.yaml", stdio_server("one"))
+    master = MasterServer(load_config(path))
+    applied: list[str] = []
+    on_applied = lambda: applied.append("applied")  # noqa: E731
+    watcher = ConfigWatcher(master, path, lambda: load_config(path), poll=False, on_applied=on_applied)
+    async with master.running():
+        write_config(path, stdio_server("one"), stdio_server("two"))
+        assert await watcher.reload("a test")
+        path.write_text("servers:\n  - id: two\n    type: stdio\n")  # no command: invalid
+        assert not await watcher.reload("a test")
+    assert applied == ["applied"]

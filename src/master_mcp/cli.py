@@ -48,7 +48,7 @@ def _serving(master: MasterServer, args: argparse.Namespace) -> MasterServer:
     source = master.config.source
     if source is not None:
         load = lambda: _with_overrides(load_config(source), args)  # noqa: E731
-        watcher = ConfigWatcher(master, source, load, poll=master.config.master.watch_config)
+        watcher = ConfigWatcher(master, source, load, poll=master.config.master.watch_config, on_applied=heap.thaw)
         master.companions.append(watcher.run)
     return master
 

@@ -8,6 +8,8 @@ the backend sessions) for about 70 ms, stalling every call in flight. So, once t
   walking it (freezing does not stop reference counting: a frozen object nobody holds is still freed);
 - young collections wait for 20,000 net allocations: what a burst of calls leaves behind in reference cycles is
   still collected, in bounded batches, instead of every few calls.
+A config reload retires backend connections that were alive, and so frozen, at start-up; a frozen reference cycle
+is never collected, so an applied reload thaws the heap and the collector walks all of it again.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ YOUNG_THRESHOLD: Final = 20_000
 def settle() -> None:
     """Freeze the heap as it is now and space out young collections (process-wide: call it from the process's
     entry point, once the master is up)."""
+    gc.unfreeze()
     gc.collect()  # what start-up left in cycles goes now, not into the frozen generation
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+def thaw() -> None:
+    """Hand what was frozen back to the collector (it lands in the oldest generation)."""
+    gc.unfreeze()
 
 
 async def settle_when_up() -> None:

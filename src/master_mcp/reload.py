@@ -38,8 +38,10 @@ class ConfigWatcher:
         *,
         poll: bool = True,
         interval_s: float = WATCH_INTERVAL_S,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._master = master
+        self._on_applied = on_applied
         self._path = path
         self._load = load
         self._poll = poll
@@ -80,4 +82,6 @@ class ConfigWatcher:
                 self._master.metrics.reloads.labels("rejected").inc()
                 return False
             self._master.metrics.reloads.labels("applied").inc()
+            if self._on_applied is not None:
+                self._on_applied()
             return True
