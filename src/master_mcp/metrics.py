@@ -62,11 +62,21 @@ class Metrics:
             "master_mcp_config_reloads", "Reloads of servers.yaml, by outcome", ["outcome"], registry=self.registry
         )
         self.registry.register(_State(read_state))
+        self._counted: dict[tuple[str, str, str], Counter] = {}
+        self._timed: dict[tuple[str, str], Histogram] = {}
 
     def observe(self, method: str, server: str, outcome: str, seconds: float | None = None) -> None:
-        self.requests.labels(method, server, outcome).inc()
+        # The labelled children are kept: `labels()` checks, converts and locks on every call, and this runs on
+        # every forwarded request. There are as many as label combinations, which the registry holds anyway.
+        counted = self._counted.get((method, server, outcome))
+        if counted is None:
+            counted = self._counted[(method, server, outcome)] = self.requests.labels(method, server, outcome)
+        counted.inc()
         if seconds is not None:
-            self.latency.labels(method, server).observe(seconds)
+            timed = self._timed.get((method, server))
+            if timed is None:
+                timed = self._timed[(method, server)] = self.latency.labels(method, server)
+            timed.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

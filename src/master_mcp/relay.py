@@ -22,12 +22,12 @@ MAX_DEPTH = 100
 
 def nesting_depth(value: Any) -> int:
     """How deeply a JSON value nests (iteratively: a hostile value must not exhaust the stack here)."""
-    deepest, stack = 0, [(value, 1)]
+    deepest, stack = 0, [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend([(child, depth + 1) for child in children if isinstance(child, dict | list)])
     return deepest
 
 
