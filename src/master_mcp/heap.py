@@ -4,7 +4,7 @@ Measured under load (32 sessions on an HTTP backend), the default collector cost
 call, a tenth of its CPU: young collections every 700 net allocations found almost nothing to free (a call's
 objects die by reference count), and each full collection walked the whole start-up heap (imports, the catalog,
 the backend sessions) for about 70 ms, stalling every call in flight. So, once the master is up:
-- everything alive is frozen: it stays alive for the life of the process anyway, and full collections stop
+- everything alive is frozen: nearly all of it lives as long as the process, and full collections stop
   walking it (freezing does not stop reference counting: a frozen object nobody holds is still freed);
 - young collections wait for 20,000 net allocations: what a burst of calls leaves behind in reference cycles is
   still collected, in bounded batches, instead of every few calls.
