@@ -18,7 +18,8 @@ therefore send a message related to a request answered as JSON (it would stand i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -39,12 +40,51 @@ _BACK_CHANNEL: Final = ("sampling", "elicitation", "roots")
 _VERSION_HEADER: Final = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
 
 
+class _ChosenPerRequest:
+    """A flag the SDK reads for the mode it answers a request in (`is_json_response_enabled` on a session's
+    transport, `json_response` on the manager): the mode chosen for the request being served, else the value the
+    SDK was configured with."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> bool:
+        chosen = _AS_JSON.get()
+        return self.configured(obj, self._name) if chosen is None else chosen
+
+    def __set__(self, obj: Any, value: bool) -> None:
+        obj.__dict__[f"_{self._name}_configured"] = value
+
+    @staticmethod
+    def configured(obj: Any, name: str) -> bool:
+        return bool(obj.__dict__.get(f"_{name}_configured", False))
+
+
+@contextmanager
+def _answered(scope: Scope, *, streams: bool) -> Iterator[None]:
+    """Serve a request in the mode chosen for it: the relay reads it in the ASGI scope (`front.STREAMS`), the SDK
+    through the flags above."""
+    scope[STREAMS] = streams
+    token = _AS_JSON.set(not streams)
+    try:
+        yield
+    finally:
+        _AS_JSON.reset(token)
+
+
+def _parsed(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # the SDK answers it with its own parse error
+
+
 def _progress_token(params: Any) -> bool:
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and meta.get("progressToken") is not None
 
 
-def streams(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], *, modern: bool) -> bool:
+def may_stream(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], *, modern: bool) -> bool:
     """Whether anything but its answer may reach the client while `message` (a parsed POST body) is served, for a
     client without a back-channel."""
     if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
@@ -72,15 +112,7 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
     # Whether the backend that serves a request (method, params) may send log lines while it does.
     backend_may_log: Callable[[str, dict[str, Any]], bool] = staticmethod(lambda method, params: True)
 
-    @property
-    def is_json_response_enabled(self) -> bool:
-        chosen = _AS_JSON.get()
-        configured = bool(self.__dict__.get("_json_configured", False))
-        return configured if chosen is None else chosen
-
-    @is_json_response_enabled.setter
-    def is_json_response_enabled(self, value: bool) -> None:
-        self.__dict__["_json_configured"] = value
+    is_json_response_enabled = _ChosenPerRequest()
 
     def _streams(self, message: Any) -> bool:
         if isinstance(message, dict) and message.get("method") == "initialize":
@@ -90,23 +122,14 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
                 self._back_channel = any(capabilities.get(name) is not None for name in _BACK_CHANNEL)
         if self._back_channel:
             return True  # a client that can be asked things gets the stream it may be asked on, always
-        return streams(message, self.backend_may_log, modern=False)
+        return may_stream(message, self.backend_may_log, modern=False)
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
-        if self.__dict__.get("_json_configured"):
+        if _ChosenPerRequest.configured(self, "is_json_response_enabled"):
             await super()._handle_post_request(scope, request, receive, send)
             return
-        try:
-            message = json.loads(await request.body())
-        except (ValueError, RecursionError):
-            message = None  # the SDK answers it with its own parse error
-        streams = self._streams(message)
-        scope[STREAMS] = streams
-        token = _AS_JSON.set(not streams)
-        try:
+        with _answered(scope, streams=self._streams(_parsed(await request.body()))):
             await super()._handle_post_request(scope, request, receive, send)
-        finally:
-            _AS_JSON.reset(token)
 
 
 class AdaptiveSessionManager(StreamableHTTPSessionManager):
@@ -117,33 +140,18 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
         super().__init__(*args, **kwargs)
         self._backend_may_log = backend_may_log
 
-    # The SDK reads `json_response` when it builds a session's transport, and when it serves a 2026-07-28 request.
-    @property
-    def json_response(self) -> bool:
-        chosen = _AS_JSON.get()
-        configured = bool(self.__dict__.get("_json_configured", False))
-        return configured if chosen is None else chosen
-
-    @json_response.setter
-    def json_response(self, value: bool) -> None:
-        self.__dict__["_json_configured"] = value
+    # The SDK reads it when it builds a session's transport, and when it serves a 2026-07-28 request.
+    json_response = _ChosenPerRequest()
 
     async def _handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.__dict__.get("_json_configured") or scope.get("method") != "POST" or not _is_modern(scope):
+        configured = _ChosenPerRequest.configured(self, "json_response")
+        if configured or scope.get("method") != "POST" or not _is_modern(scope):
             await super()._handle_request(scope, receive, send)
             return
         received = await _whole_body(receive)
-        try:
-            message = json.loads(b"".join(m.get("body", b"") for m in received))
-        except (ValueError, RecursionError):
-            message = None  # the SDK answers it with its own parse error
-        chosen = streams(message, self._backend_may_log, modern=True)
-        scope[STREAMS] = chosen
-        token = _AS_JSON.set(not chosen)
-        try:
+        message = _parsed(b"".join(m.get("body", b"") for m in received))
+        with _answered(scope, streams=may_stream(message, self._backend_may_log, modern=True)):
             await super()._handle_request(scope, _replaying(received, receive), send)
-        finally:
-            _AS_JSON.reset(token)
 
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
