@@ -304,6 +304,24 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         assert await modern(9, "loud__log_lines") == "application/json"
         logged = {"io.modelcontextprotocol/logLevel": "info"}
         assert await modern(10, "loud__log_lines", **logged) == "text/event-stream"
+        bad_level = {"io.modelcontextprotocol/logLevel": "loudest"}
+        refused = await http.post(
+            url,
+            json=call(11, "loud__log_lines", {**envelope, **bad_level}),
+            headers={
+                **headers,
+                "mcp-protocol-version": "2026-07-28",
+                "mcp-method": "tools/call",
+                "mcp-name": "loud__log_lines",
+            },
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["message"] == "Invalid request parameters"
+        # A client that cannot take a stream is refused the same whatever its request asks for.
+        json_only = {**headers, "accept": "application/json", "mcp-protocol-version": "2026-07-28"}
+        for number, tool in ((12, "quiet__echo"), (13, "loud__log_lines")):
+            routed = {**json_only, "mcp-method": "tools/call", "mcp-name": tool}
+            answer = await http.post(url, json=call(number, tool, {**envelope, **logged}), headers=routed)
+            assert answer.status_code == 406
 
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:

@@ -140,8 +140,11 @@ async def test_a_session_opened_after_set_level_logs_at_that_level(backend: dict
     assert [p.data for p in inbox.logs] == ["late:debug", "late:info", "late:warning"]
 
 
-async def test_cancellation_reaches_the_backend(backend: dict[str, Any]) -> None:
-    async with serve_master(make_config(backend)) as (_, url), Client(url, mode="legacy") as client:
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: str) -> None:
+    """A handshake-era client cancels with `notifications/cancelled`; a 2026-07-28 client by closing its request
+    (the master answers that call as plain JSON: nothing else can come back)."""
+    async with serve_master(make_config(backend)) as (_, url), Client(url, mode=era) as client:
         with anyio.move_on_after(0.5):
             await client.call_tool("live__slow", {"seconds": 30})
 

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+import anyio
+from mcp.server.streamable_http import StreamableHTTPServerTransport, check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import LOG_LEVEL_META_KEY
@@ -145,13 +146,22 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
 
     async def _handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         configured = _ChosenPerRequest.configured(self, "json_response")
-        if configured or scope.get("method") != "POST" or not _is_modern(scope):
+        if configured or scope.get("method") != "POST" or not _is_modern(scope) or not _accepts_streams(scope):
+            # A client that cannot take a stream gets the SDK's own answer (406), whatever it asks.
             await super()._handle_request(scope, receive, send)
             return
         received = await _whole_body(receive)
         message = _parsed(b"".join(m.get("body", b"") for m in received))
-        with _answered(scope, streams=may_stream(message, self._backend_may_log, modern=True)):
-            await super()._handle_request(scope, _replaying(received, receive), send)
+        chosen = may_stream(message, self._backend_may_log, modern=True)
+        with _answered(scope, streams=chosen):
+            if chosen:  # the SDK streams it, and ends it when the client goes away
+                await super()._handle_request(scope, _replaying(received, receive), send)
+                return
+            # A 2026-07-28 client cancels a request by closing it; answered in-line, the SDK would not notice.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await super()._handle_request(scope, _replaying(received, receive), send)
+                tg.cancel_scope.cancel()
 
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
@@ -169,6 +179,17 @@ def _is_modern(scope: Scope) -> bool:
     # path (which rejects what it does not know).
     version = next((v for k, v in scope.get("headers", ()) if k == _VERSION_HEADER), None)
     return version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def _accepts_streams(scope: Scope) -> bool:
+    return check_accept_headers(Request(scope))[1]
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    # The body has been read already: what `receive` gives now is the client going away.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 async def _whole_body(receive: Receive) -> list[Message]:
