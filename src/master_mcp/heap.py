@@ -9,7 +9,9 @@ the backend sessions) for about 70 ms, stalling every call in flight. So, once t
 - young collections wait for 20,000 net allocations: what a burst of calls leaves behind in reference cycles is
   still collected, in bounded batches, instead of every few calls.
 A config reload retires backend connections that were alive, and so frozen, at start-up; a frozen reference cycle
-is never collected, so an applied reload thaws the heap and the collector walks all of it again.
+is never collected, so an applied reload thaws the heap and the collector walks all of it again. A backend that
+reconnects leaves its first session behind the same way, without a thaw: what can stay is bounded by the start-up
+sessions, since nothing made later is ever frozen.
 """
 
 from __future__ import annotations
