@@ -6,9 +6,9 @@ What a request may bring back is known from the session, the request and the bac
 capabilities the session declared at `initialize` (sampling, elicitation, roots), whether the request carries a
 progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
 initialize) only ever gets its answer. A 2026-07-28 request has no back-channel and gets log lines only where its
-`_meta` asks for them. Left to itself, the SDK serves such a request in a task of its own and waits to see whether
-the handler sends something before its result (about a fifth of a millisecond per call); here it is answered
-in-line as JSON when nothing else can come.
+`_meta` asks for them. Left to itself, the SDK serves such a request in a task group of its own and waits to see
+whether the handler sends something before its result; here, when nothing else can come, it is answered in-line as
+JSON, beside a watcher of the client going away (which is how a 2026-07-28 client cancels).
 
 The choice is made in the POST's own task; the SDK's message router, in another task, does not see it. Nothing may
 therefore send a message related to a request answered as JSON (it would stand in for the answer): the relay asks
