@@ -12,8 +12,10 @@ import httpx2
 import pytest
 from mcp import Client
 
-from master_mcp.backends.balancer import BalancedTransport, Instances
+from master_mcp.backends.balancer import Instances
+from master_mcp.backends.http_wire import HttpWire
 from tests.conftest import HttpBackend, make_config, serve_master, text
+from tests.test_backend_http import scripted
 
 pytestmark = pytest.mark.anyio
 
@@ -87,17 +89,19 @@ async def test_a_session_stays_on_the_instance_that_issued_it(instances: list[Ht
 
 
 async def test_each_instance_gets_its_own_path_and_query() -> None:
-    """Unit test of the URL rewrite alone (httpx2's MockTransport stands in for the network: what is checked is
-    only which URL each request is sent to). An instance's query may carry its own key; no other instance sees it."""
+    """Which URL each request is sent to (three loopback servers that answer anything with `{}`). An instance's
+    query may carry its own key; no other instance sees it."""
     seen: list[str] = []
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        seen.append(str(request.url))
-        return httpx2.Response(200, json={})
+    async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        seen.append(f"{headers['host']}{path}")
+        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
-    urls = ["http://127.0.0.1:1/a/mcp?key=A", "http://127.0.0.1:2/b/mcp?key=B", "http://127.0.0.1:3/mcp"]
-    transport = BalancedTransport(Instances("lb", urls, "round_robin"), httpx2.MockTransport(answer))
-    async with httpx2.AsyncClient(transport=transport) as http:
-        for _ in urls:
-            await http.post(urls[0], json={})
-    assert sorted(seen) == sorted(urls)
+    async with scripted(answer) as a, scripted(answer) as b, scripted(answer) as c:
+        urls = [f"http://127.0.0.1:{a}/a/mcp?key=A", f"http://127.0.0.1:{b}/b/mcp?key=B", f"http://127.0.0.1:{c}/mcp"]
+        instances = Instances("lb", urls, "round_robin")
+        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
+            for _ in urls:
+                reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+                await reply.finish()
+    assert sorted(seen) == sorted(url.removeprefix("http://") for url in urls)

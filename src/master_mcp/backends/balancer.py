@@ -19,8 +19,6 @@ logger = logging.getLogger(__name__)
 
 Policy = Literal["round_robin", "health"]
 COOL_DOWN_S: Final = 5.0
-_UNAVAILABLE: Final = frozenset({502, 503, 504})
-_MAX_PINS: Final = 1024
 
 
 def describe_url(url: str) -> str:
@@ -69,46 +67,3 @@ class Instances:
     def status(self) -> list[dict[str, object]]:
         now = time.monotonic()
         return [{"url": describe_url(str(url)), "up": self._dead_until[i] <= now} for i, url in enumerate(self.urls)]
-
-
-class BalancedTransport(httpx2.AsyncBaseTransport):
-    """Sends each request of a client made for `instances.urls[0]` to the instance `instances` chooses."""
-
-    def __init__(self, instances: Instances, inner: httpx2.AsyncBaseTransport | None = None) -> None:
-        self._instances = instances
-        self._inner = inner or httpx2.AsyncHTTPTransport()
-        self._pins: dict[str, int] = {}  # session id -> the instance that issued it
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        session = request.headers.get("mcp-session-id")
-        pinned = self._pins.get(session) if session else None
-        candidates = [pinned] if pinned is not None else self._instances.order()
-        failure: Exception | None = None
-        for attempt, index in enumerate(candidates):
-            target = self._instances.urls[index]
-            request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
-            # The target's own path and query: a query may hold that instance's key, never another's.
-            request.url = request.url.copy_with(path=target.path, query=target.query or None)
-            request.headers["Host"] = target.netloc.decode("ascii")
-            try:
-                response = await self._inner.handle_async_request(request)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-                # Nothing reached this instance, so the next one may have the request.
-                self._instances.failed(index, type(exc).__name__)
-                failure = exc
-                continue
-            if response.status_code in _UNAVAILABLE and attempt + 1 < len(candidates):
-                await response.aclose()
-                self._instances.failed(index, f"HTTP {response.status_code}")
-                continue
-            self._instances.succeeded(index)
-            if (issued := response.headers.get("mcp-session-id")) is not None:
-                self._pins[issued] = index
-                while len(self._pins) > _MAX_PINS:
-                    self._pins.pop(next(iter(self._pins)))
-            return response
-        assert failure is not None
-        raise failure
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

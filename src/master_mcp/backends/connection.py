@@ -374,7 +374,7 @@ class BackendConnection:
             self._forgotten = False
             self._stderr_tail.clear()
             transport = open_transport(
-                self.server, self._base_dir, self._auth, self._watch_response, self.instances, self._stderr_tail
+                self.server, self._base_dir, self._auth, self._forget, self.instances, self._stderr_tail
             )
             read, write = await stack.enter_async_context(transport)
             dispatcher = _WatchedDispatcher(read, write)
@@ -438,10 +438,8 @@ class BackendConnection:
             seen.add(cursor)
         return items
 
-    async def _watch_response(self, response: httpx2.Response) -> None:
-        # Streamable HTTP: a 404 to a request that carries a session id means the backend forgot the session.
-        if response.status_code == 404 and response.request.headers.get("mcp-session-id"):
-            self._forgotten = True
+    def _forget(self) -> None:
+        self._forgotten = True
 
     def _callbacks(self) -> dict[str, Any]:
         """The client callbacks of this session: one per capability of its profile, so it declares just those."""

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -14,15 +14,13 @@ from typing import Any, TextIO
 import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
-from master_mcp.backends.balancer import BalancedTransport, Instances
-from master_mcp.backends.keepalive import KeepAliveTransport
+from master_mcp.backends.balancer import Instances
+from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
 from master_mcp.logs import REDACTOR
 
-# Reads may legitimately wait for a long tool call; the per-request timeout (`timeout_s`) bounds those.
-_HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 # A backend's answer arrives as one SSE event; the SDK's 1 MiB default would fail every larger result (a file, a
 # report). The bound still keeps one runaway backend from growing the master without limit.
 _MAX_SSE_EVENT_BYTES = 256 * 1024 * 1024
@@ -34,9 +32,6 @@ def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParamet
     if not cwd.is_absolute():
         cwd = base_dir / cwd
     return StdioServerParameters(command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd)
-
-
-ResponseHook = Callable[[httpx2.Response], Awaitable[None]]
 
 
 @contextmanager
@@ -68,13 +63,13 @@ async def open_transport(
     server: ServerConfig,
     base_dir: Path,
     auth: httpx2.Auth | None = None,
-    on_response: ResponseHook | None = None,
+    on_forgotten: Callable[[], None] | None = None,
     instances: Instances | None = None,
     stderr_tail: deque[str] | None = None,
 ) -> AsyncIterator[Any]:
-    """Yield the (read, write) stream pair of a fresh connection to `server`; `on_response` sees every streamable
-    HTTP response (status codes are what tells a forgotten session apart); `instances` spreads requests over
-    several instances of the backend."""
+    """Yield the (read, write) stream pair of a fresh connection to `server`; `on_forgotten` is told when a
+    streamable-HTTP backend no longer knows the session; `instances` spreads requests over several instances of
+    the backend."""
     if server.type == "stdio":
         with child_stderr(server.id, stderr_tail) as errlog:
             async with stdio_client(stdio_parameters(server, base_dir), errlog=errlog) as streams:
@@ -88,13 +83,9 @@ async def open_transport(
             yield streams
         return
     async with (
-        httpx2.AsyncClient(
-            headers=dict(server.headers),
-            timeout=_HTTP_TIMEOUT,
-            auth=auth,
-            event_hooks={"response": [on_response]} if on_response else None,
-            transport=BalancedTransport(instances, KeepAliveTransport()) if instances else KeepAliveTransport(),
-        ) as client,
-        streamable_http_client(url, http_client=client, max_sse_event_size=_MAX_SSE_EVENT_BYTES) as streams,
+        HttpWire(url, headers=server.headers, auth=auth, instances=instances) as wire,
+        streamable_http(
+            wire, max_event_bytes=_MAX_SSE_EVENT_BYTES, on_forgotten=on_forgotten or (lambda: None)
+        ) as streams,
     ):
         yield streams

@@ -1,0 +1,213 @@
+"""The HTTP requests of one streamable-HTTP backend connection: credentials, instances, redirects, reuse.
+
+Sent with aiohttp rather than httpx2: on this project's machine httpx2's client spent about 1.6 ms of CPU on
+each request and response (building the request, its pure-Python HTTP parser), aiohttp about 0.4 ms, and the
+backend hop is on every call (docs/benchmarks.md, change 11). What the rest of the master knows stays the
+same: credentials are `httpx2.Auth` flows (the strategies' and custom ones, which may sign the body), and a
+failure is raised as the `httpx2` transport error it would have been.
+
+Each connection keeps its connections to the backend alive between requests; a response is read to its end
+(briefly) before it is released, since a connection with unread body cannot be used again.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from typing import Final
+
+import aiohttp
+import anyio
+import httpx2
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from master_mcp.backends.balancer import Instances
+
+_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=300.0)
+_UNAVAILABLE: Final = frozenset({502, 503, 504})
+_MAX_PINS: Final = 1024
+_MAX_REDIRECTS: Final = 5
+_DRAIN_S: Final = 0.05
+_DRAIN_MAX_BYTES: Final = 64 * 1024
+# aiohttp adds these itself, from the URL and body it is given.
+_COMPUTED: Final = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+@cache
+def shared_tls() -> ssl.SSLContext:
+    # Loading the trusted CA certificates costs about a megabyte and a few milliseconds per context: one context
+    # serves every backend connection (per-user sessions each have one of their own).
+    return httpx2.create_ssl_context()
+
+
+@contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    """aiohttp's failures as the httpx2 errors the connection describes and the balancer fails over on."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc) or "connect timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx2.ConnectError(str(exc)) from exc
+    except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timed out") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+class Reply:
+    """One response, its body not yet read."""
+
+    def __init__(self, response: aiohttp.ClientResponse, url: URL) -> None:
+        self._response = response
+        self.url = url
+        self.status = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+        self._body: bytes | None = None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").lower()
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            with _as_httpx_errors():
+                self._body = await self._response.read()
+        return self._body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._body is not None:
+            yield self._body
+            return
+        with _as_httpx_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def finish(self) -> None:
+        """Release the connection: a body that ends promptly is read to its end so the connection is reused."""
+        response = self._response
+        if not response.content.is_eof():
+            drained = 0
+            with anyio.move_on_after(_DRAIN_S):
+                try:
+                    async for chunk in response.content.iter_any():
+                        drained += len(chunk)
+                        if drained > _DRAIN_MAX_BYTES:
+                            break
+                except aiohttp.ClientError:
+                    pass
+        if response.content.is_eof():
+            response.release()
+        else:
+            response.close()
+
+    def as_httpx(self, request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(self.status, headers=list(self.headers.items()), request=request, content=self._body)
+
+
+class HttpWire:
+    """Requests to one endpoint (`url`, or the instances of `instances`), with `headers` and `auth` on each."""
+
+    def __init__(
+        self, url: str, *, headers: Mapping[str, str], auth: httpx2.Auth | None, instances: Instances | None
+    ) -> None:
+        self._url = httpx2.URL(url)
+        self._target = URL(str(self._url), encoded=True)
+        self._headers = {name.lower(): value for name, value in headers.items()}
+        self._auth = auth
+        self._instances = instances
+        self._targets = [URL(str(u), encoded=True) for u in instances.urls] if instances else []
+        self._pins: dict[str, int] = {}  # session id -> the instance that issued it
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpWire:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=shared_tls(), limit=100),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=_TIMEOUT,
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def request(self, method: str, headers: dict[str, str], body: bytes | None = None) -> Reply:
+        """Send one request, answering its credentials' challenges; the caller reads the reply and `finish`es it."""
+        merged = {**self._headers, **headers}  # the callers' names are lower case, as the configured ones are made
+        if self._auth is None:
+            return await self._following(method, self._target, list(merged.items()), body)
+        request = httpx2.Request(method, self._url, headers=merged, content=body)
+        flow = self._auth.async_auth_flow(request)
+        try:
+            request = await flow.__anext__()
+            while True:
+                url = self._target if request.url == self._url else URL(str(request.url), encoded=True)
+                pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+                reply = await self._following(request.method, url, pairs, request.content)
+                if self._auth.requires_response_body:
+                    await reply.read()
+                try:
+                    request = await flow.asend(reply.as_httpx(request))
+                except StopAsyncIteration:
+                    return reply
+                await reply.finish()
+        finally:
+            await flow.aclose()
+
+    async def _following(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
+        # Only a redirect within the endpoint's origin that keeps the method (307/308, or any for a GET) is
+        # followed: everything on the request (credentials, session) was meant for that origin.
+        for _ in range(_MAX_REDIRECTS):
+            reply = await self._balanced(method, url, headers, body)
+            location = reply.headers.get("location")
+            if location is None or not (reply.status in (307, 308) or (method == "GET" and 300 < reply.status < 400)):
+                return reply
+            target = reply.url.join(URL(location))
+            if target.origin() != reply.url.origin():
+                return reply
+            await reply.finish()
+            url = target
+        return reply
+
+    async def _balanced(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
+        instances = self._instances
+        if instances is None or url is not self._target:
+            return await self._send(method, url, headers, body)
+        session = next((v for k, v in headers if k.lower() == "mcp-session-id"), None)
+        pinned = self._pins.get(session) if session else None
+        candidates = [pinned] if pinned is not None else instances.order()
+        failure: Exception | None = None
+        for attempt, index in enumerate(candidates):
+            try:
+                reply = await self._send(method, self._targets[index], headers, body)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+                # Nothing reached this instance, so the next one may have the request.
+                instances.failed(index, type(exc).__name__)
+                failure = exc
+                continue
+            if reply.status in _UNAVAILABLE and attempt + 1 < len(candidates):
+                await reply.finish()
+                instances.failed(index, f"HTTP {reply.status}")
+                continue
+            instances.succeeded(index)
+            if (issued := reply.headers.get("mcp-session-id")) is not None:
+                self._pins[issued] = index
+                while len(self._pins) > _MAX_PINS:
+                    self._pins.pop(next(iter(self._pins)))
+            return reply
+        assert failure is not None
+        raise failure
+
+    async def _send(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
+        assert self._http is not None, "HttpWire is used inside `async with`"
+        sent = [(k, v) for k, v in headers if k.lower() not in _COMPUTED]
+        with _as_httpx_errors():
+            response = await self._http.request(method, url, headers=sent, data=body, allow_redirects=False)
+        return Reply(response, url)

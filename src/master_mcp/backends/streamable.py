@@ -1,0 +1,273 @@
+"""The client side of MCP's streamable HTTP transport, for the master's handshake-era session with a backend.
+
+It keeps the contract of the SDK's `streamable_http_client` (a pair of message streams for a `ClientSession`,
+every failure of a request answered as that request's JSON-RPC error) with less work per call: its requests go
+through `HttpWire` (aiohttp) instead of httpx2, and each is one task. Per request it POSTs the message and
+reads the answer, a JSON body or an event stream; an event stream that breaks off after an event id is resumed
+from that id. The session's standalone stream (GET) starts once the session is initialized and reconnects a
+few times; the session is deleted when the connection closes.
+
+Only the handshake era is spoken here: the master's backend sessions always begin with `initialize`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+from mcp.shared._context_streams import ContextReceiveStream, ContextSendStream, create_context_streams
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+    jsonrpc_message_adapter,
+)
+from pydantic import ValidationError
+
+from master_mcp.backends.http_wire import HttpWire, Reply
+from master_mcp.backends.sse_events import EventParser, EventTooLarge
+
+logger = logging.getLogger(__name__)
+
+_SESSION: Final = "mcp-session-id"
+_ACCEPT: Final = "application/json, text/event-stream"
+_RECONNECT_ATTEMPTS: Final = 2
+_RECONNECT_DELAY_MS: Final = 1000
+_DELETE_WITHIN_S: Final = 5.0
+
+Inbox = ContextSendStream[SessionMessage | Exception]
+
+
+class _Resume(Exception):
+    """An event stream ended before its answer, after an event id it can be resumed from."""
+
+    def __init__(self, last_id: str, retry_ms: int | None) -> None:
+        self.last_id = last_id
+        self.retry_ms = retry_ms
+
+
+class _Link:
+    def __init__(self, wire: HttpWire, inbox: Inbox, max_event_bytes: int, on_forgotten: Callable[[], None]) -> None:
+        self._wire = wire
+        self._inbox = inbox
+        self._max_event_bytes = max_event_bytes
+        self._on_forgotten = on_forgotten
+        self.session_id: str | None = None
+        self._version: str | None = None
+
+    def _headers(self, accept: str = _ACCEPT) -> dict[str, str]:
+        headers = {"accept": accept, "content-type": "application/json"}
+        if self.session_id:
+            headers[_SESSION] = self.session_id
+        if self._version:
+            headers["mcp-protocol-version"] = self._version
+        return headers
+
+    async def _send(self, method: str, headers: dict[str, str], body: bytes | None = None) -> Reply:
+        reply = await self._wire.request(method, headers, body)
+        if reply.status == 404 and _SESSION in headers:
+            # A 404 to a request that carries a session id: the backend has forgotten the session.
+            self._on_forgotten()
+        return reply
+
+    async def pump(self, outbox: ContextReceiveStream[SessionMessage], tg: TaskGroup) -> None:
+        """POST what the session writes: a request in a task of its own, anything else in order, here."""
+        async for item in outbox:
+            message = item.message
+            metadata = item.metadata if isinstance(item.metadata, ClientMessageMetadata) else None
+            if isinstance(message, JSONRPCRequest) and message.method == "initialize":
+                self._version = None
+            elif metadata is not None and metadata.headers:
+                self._version = metadata.headers.get(MCP_PROTOCOL_VERSION_HEADER, self._version)
+            headers = self._headers()
+            if metadata is not None and metadata.headers:
+                headers.update((name.lower(), value) for name, value in metadata.headers.items())
+            body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+            if isinstance(message, JSONRPCRequest):
+                sender = outbox.last_context
+                if sender is not None:
+                    # The request's task runs in the sender's context (its trace and log correlation).
+                    sender.run(tg.start_soon, self._request, message, headers, body)
+                else:
+                    tg.start_soon(self._request, message, headers, body)
+                continue
+            reply = await self._send("POST", headers, body)
+            await reply.finish()
+            if isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
+                tg.start_soon(self._listen)
+
+    async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
+        reply = await self._send("POST", headers, body)
+        try:
+            answer = await self._answer(message, reply)
+        except _Resume as broken:
+            answer = await self._resume(message.id, broken)
+        finally:
+            await reply.finish()
+        if answer is not None:
+            await self._deliver(answer)
+
+    async def _answer(self, message: JSONRPCRequest, reply: Reply) -> JSONRPCError | None:
+        """Pass the reply to `message` on; or the error that stands for it when there is none to pass."""
+        status = reply.status
+        if status == 202:
+            return _error(message.id, INVALID_REQUEST, "server answered a request with 202 Accepted")
+        if 300 <= status < 400:
+            where = reply.headers.get("location", "")
+            return _error(message.id, INVALID_REQUEST, f"redirect to {_without_query(where)} not followed")
+        if status >= 400:
+            if reply.content_type.startswith("application/json"):
+                try:
+                    parsed = jsonrpc_message_adapter.validate_json(await reply.read(), by_name=False)
+                except (ValidationError, httpx2.HTTPError):
+                    parsed = None
+                if isinstance(parsed, JSONRPCError):
+                    # The server may have set `id: null` (it could not read the id); this request is the one.
+                    return JSONRPCError(jsonrpc="2.0", id=message.id, error=parsed.error)
+            if status == 404:
+                if self.session_id is None:
+                    return _error(message.id, METHOD_NOT_FOUND, "Not Found")
+                return _error(message.id, INVALID_REQUEST, "Session terminated")
+            return _error(message.id, INTERNAL_ERROR, "Server returned an error response")
+        if message.method == "initialize" and (issued := reply.headers.get(_SESSION)):
+            self.session_id = issued
+        if reply.content_type.startswith("application/json"):
+            try:
+                await self._deliver(jsonrpc_message_adapter.validate_json(await reply.read(), by_name=False))
+            except ValidationError as exc:
+                return _error(message.id, PARSE_ERROR, f"Failed to parse JSON response: {exc.error_count()} errors")
+            return None
+        if reply.content_type.startswith("text/event-stream"):
+            return await self._events(reply, message.id)
+        return _error(message.id, INVALID_REQUEST, f"Unexpected content type: {reply.content_type}")
+
+    async def _events(self, reply: Reply, request_id: RequestId | None) -> JSONRPCError | None:
+        """Pass on each message of an event stream; for a request's stream, until its answer.
+
+        Raises `_Resume` when the stream ends early but can be resumed."""
+        parser = EventParser(self._max_event_bytes)
+        last_id: str | None = None
+        retry_ms: int | None = None
+        try:
+            async for chunk in reply.chunks():
+                for event in parser.feed(chunk):
+                    last_id = event.id or last_id
+                    retry_ms = event.retry if event.retry is not None else retry_ms
+                    if event.event != "message" or not event.data:
+                        continue  # a priming event: only its id counts
+                    try:
+                        message = jsonrpc_message_adapter.validate_json(event.data, by_name=False)
+                    except ValidationError as exc:
+                        if request_id is None:
+                            logger.warning("a backend sent an event that is not a JSON-RPC message")
+                            continue
+                        return _error(request_id, PARSE_ERROR, f"Failed to parse SSE message: {exc.error_count()}")
+                    if isinstance(message, JSONRPCResponse | JSONRPCError) and request_id is not None:
+                        message.id = request_id  # the id as it was sent ("1" is not 1)
+                        await self._deliver(message)
+                        return None
+                    await self._deliver(message)
+        except EventTooLarge as exc:
+            if request_id is None:
+                raise
+            return _error(request_id, CONNECTION_CLOSED, f"SSE stream failed: {exc}")
+        except httpx2.TransportError:
+            logger.debug("event stream ended", exc_info=True)
+        if request_id is None:
+            return None
+        if last_id is not None:
+            raise _Resume(last_id, retry_ms)
+        return _error(request_id, CONNECTION_CLOSED, "SSE stream ended without a response")
+
+    async def _resume(self, request_id: RequestId, broken: _Resume) -> JSONRPCError | None:
+        for _ in range(_RECONNECT_ATTEMPTS):
+            await anyio.sleep((broken.retry_ms or _RECONNECT_DELAY_MS) / 1000)
+            headers = {**self._headers("text/event-stream"), "last-event-id": broken.last_id}
+            try:
+                reply = await self._send("GET", headers)
+            except httpx2.TransportError:
+                continue
+            try:
+                if reply.status >= 300 or not reply.content_type.startswith("text/event-stream"):
+                    continue
+                return await self._events(reply, request_id)
+            except _Resume as again:
+                broken = again
+            finally:
+                await reply.finish()
+        return _error(request_id, CONNECTION_CLOSED, "SSE stream ended and reconnection attempts were exhausted")
+
+    async def _listen(self) -> None:
+        """The session's standalone stream: what the backend sends outside any request."""
+        failures = 0
+        while failures < _RECONNECT_ATTEMPTS and self.session_id:
+            try:
+                reply = await self._send("GET", self._headers("text/event-stream"))
+                try:
+                    if reply.status == 405 or 300 <= reply.status < 400:
+                        return  # the backend offers none, or only somewhere this session was not opened
+                    if reply.status >= 400 or not reply.content_type.startswith("text/event-stream"):
+                        raise httpx2.RemoteProtocolError(f"standalone stream refused: HTTP {reply.status}")
+                    await self._events(reply, None)
+                    failures = 0
+                finally:
+                    await reply.finish()
+            except (httpx2.TransportError, EventTooLarge):
+                logger.debug("standalone stream failed", exc_info=True)
+                failures += 1
+            await anyio.sleep(_RECONNECT_DELAY_MS / 1000)
+
+    async def _deliver(self, message: Any) -> None:
+        await self._inbox.send(SessionMessage(message))
+
+    async def terminate(self) -> None:
+        if not self.session_id:
+            return
+        with anyio.move_on_after(_DELETE_WITHIN_S):
+            try:
+                reply = await self._send("DELETE", self._headers())
+                await reply.finish()
+            except httpx2.TransportError as exc:
+                logger.debug("could not end the backend session: %s", type(exc).__name__)
+
+
+def _error(request_id: RequestId, code: int, message: str) -> JSONRPCError:
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
+
+
+def _without_query(location: str) -> str:
+    # A redirect's query may carry a credential; a message never shows one.
+    return location.split("?", 1)[0].split("#", 1)[0]
+
+
+@asynccontextmanager
+async def streamable_http(
+    wire: HttpWire, *, max_event_bytes: int, on_forgotten: Callable[[], None]
+) -> AsyncIterator[tuple[ContextReceiveStream[SessionMessage | Exception], ContextSendStream[SessionMessage]]]:
+    """The (read, write) streams of a session with the backend `wire` reaches; `on_forgotten` is called when the
+    backend answers 404 to a request of a session it no longer knows."""
+    inbox, read = create_context_streams[SessionMessage | Exception](0)
+    write, outbox = create_context_streams[SessionMessage](0)
+    link = _Link(wire, inbox, max_event_bytes, on_forgotten)
+    async with inbox, read, write, outbox, anyio.create_task_group() as tg:
+        tg.start_soon(link.pump, outbox, tg)
+        try:
+            yield read, write
+        finally:
+            await link.terminate()
+            tg.cancel_scope.cancel()

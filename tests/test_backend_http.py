@@ -1,0 +1,227 @@
+"""The master's client side of streamable HTTP (`backends/http_wire.py`, `backends/streamable.py`, `sse_events.py`).
+
+Against the fixture backend where it can show the behaviour, and otherwise against a scripted HTTP server on
+loopback (a real socket server whose answers each test writes, for what no SDK server does on request: a
+redirect, an event stream that breaks off and is resumed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mcp.client.session import ClientSession
+
+from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
+from master_mcp.backends.transports import open_transport
+from tests.conftest import HttpBackend, make_config, text
+
+pytestmark = pytest.mark.anyio
+
+INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[bytes]]
+
+
+def connections_to(port: int) -> int:
+    """Sockets of this machine connected to loopback `port`, open or in TIME_WAIT: one per connection made."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        remote = line.split()[2]
+        if remote.endswith(f":{port:04X}"):
+            count += 1
+    return count
+
+
+async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpBackend, tmp_path: Path) -> None:
+    server = make_config({"id": "remote", "type": "http", "url": http_backend.url}).servers[0]
+    port = int(http_backend.url.split(":")[2].split("/")[0])
+    async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        before = connections_to(port)
+        for i in range(20):
+            result = await session.call_tool("echo", {"text": str(i)})
+            assert text(result) == str(i)
+        # A connection per call would leave twenty sockets behind (TIME_WAIT); reused, there is no new one.
+        assert connections_to(port) - before <= 1
+
+
+async def test_a_response_that_does_not_end_is_closed_anyway(http_backend: HttpBackend) -> None:
+    """A POST whose event stream stays open (a slow tool) is released when its reader stops, after a short drain,
+    and the next request still gets through."""
+    async with HttpWire(http_backend.url, headers={}, auth=None, instances=None) as wire:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        opened = await wire.request("POST", headers, json.dumps(_request(1, "initialize", INIT)).encode())
+        await opened.read()
+        await opened.finish()
+        headers["mcp-session-id"] = opened.headers["mcp-session-id"]
+        notice = await wire.request("POST", headers, b'{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        await notice.finish()
+        slow = _request(2, "tools/call", {"name": "slow", "arguments": {"seconds": 30}})
+        with anyio.fail_after(5):
+            reply = await wire.request("POST", headers, json.dumps(slow).encode())
+            assert reply.status == 200
+            await reply.finish()
+            pong = await wire.request("POST", headers, json.dumps(_request(3, "ping")).encode())
+            events = EventParser(limit=1 << 20).feed(await pong.read())
+            assert json.loads(events[-1].data)["result"] == {}
+            await pong.finish()
+
+
+EVENTS = [
+    Event("message", '{"a": 1}', "1", None),
+    Event("message", "line one\nline two", "2", 3000),
+    Event("ping", "", "2", None),
+    Event("message", "", "3", None),
+]
+WIRE = (
+    b': a comment\r\nid: 1\r\ndata: {"a": 1}\r\n\r\n'
+    b"id: 2\nretry: 3000\ndata: line one\ndata:line two\n\n"
+    b"event: ping\rdata\r\r"
+    b"event: nothing\n\n"  # no data: no event
+    b"id: 3\ndata: \n\n"
+)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(WIRE)), max_size=12))
+def test_events_are_the_same_however_the_stream_is_cut(cuts: list[int]) -> None:
+    parser = EventParser(limit=1024)
+    seen: list[Event] = []
+    last = 0
+    for cut in [*sorted(cuts), len(WIRE)]:
+        seen += parser.feed(WIRE[last:cut])
+        last = max(last, cut)
+    assert seen == EVENTS
+
+
+def test_an_event_over_the_limit_is_refused() -> None:
+    parser = EventParser(limit=100)
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"data: " + b"x" * 60 + b"\ndata: " + b"y" * 60 + b"\n")
+    with pytest.raises(EventTooLarge):
+        EventParser(limit=100).feed(b"data: " + b"z" * 200)  # no line end yet: still bounded
+
+
+def _request(request_id: int, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, **({"params": params} if params else {})}
+
+
+def _http(status: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()), f"content-length: {len(body)}"]
+    lines.append("connection: close")  # the scripted server answers once per connection
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@asynccontextmanager
+async def scripted(handler: Handler) -> AsyncIterator[int]:
+    """An HTTP/1.1 server on a loopback port whose every answer comes from `handler` (method, path, headers,
+    body); the connection is closed after each answer, so an answer may be cut short on purpose."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, path, _ = head[0].split(" ", 2)
+            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            writer.write(await handler(method, path, headers, body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def backend_script(call: Handler) -> Handler:
+    """A backend that opens a session, offers no standalone stream and leaves everything else to `call`."""
+
+    async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "GET" and "last-event-id" not in headers:
+            return _http("405 Method Not Allowed", {})
+        if method == "DELETE":
+            return _http("200 OK", {})
+        message = json.loads(body) if body else {}
+        if message.get("method") == "initialize":
+            result = {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "scripted", "version": "1"},
+            }
+            answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
+            return _http("200 OK", {"content-type": "application/json", "mcp-session-id": "s-1"}, answer)
+        if "id" not in message and method == "POST":
+            return _http("202 Accepted", {})
+        if message.get("method") == "tools/list":
+            tool = {"name": "echo", "inputSchema": {"type": "object"}}
+            answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": [tool]}}).encode()
+            return _http("200 OK", {"content-type": "application/json"}, answer)
+        return await call(method, path, headers, body)
+
+    return handler
+
+
+def _tool_result(request_id: Any, words: str) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": words}]}})
+
+
+def _innermost(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):  # the session's task groups wrap what its call raised
+        exc = exc.exceptions[0]
+    return str(exc)
+
+
+async def _call_through(port: int, path: str = "/mcp") -> str:
+    server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}{path}"}).servers[0]
+    async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+        with anyio.fail_after(10):
+            await session.initialize()
+            return text(await session.call_tool("echo", {"text": "x"}))
+
+
+async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_clear_error() -> None:
+    paths: list[str] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        paths.append(path)
+        if path == "/mcp":  # the trailing-slash normalisation a mounted app does
+            return _http("307 Temporary Redirect", {"location": "/mcp/"})
+        if path == "/away":
+            return _http("307 Temporary Redirect", {"location": "http://127.0.0.2:1/mcp?key=SECRET"})
+        answer = _tool_result(json.loads(body)["id"], "ok").encode()
+        return _http("200 OK", {"content-type": "application/json"}, answer)
+
+    async with scripted(backend_script(call)) as port:
+        assert await _call_through(port) == "ok"
+        assert paths[-2:] == ["/mcp", "/mcp/"]
+        with pytest.raises(Exception) as refused:
+            await _call_through(port, "/away")
+    message = _innermost(refused.value)
+    assert "http://127.0.0.2:1/mcp" in message and "not followed" in message and "SECRET" not in message
+
+
+async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it() -> None:
+    resumed: list[str] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        sse = {"content-type": "text/event-stream"}
+        if method == "POST":
+            # The answer is not there yet: a priming event, then the connection closes.
+            return _http("200 OK", sse, b"id: ev-1\ndata: \n\n")
+        resumed.append(headers["last-event-id"])
+        return _http("200 OK", sse, f"id: ev-2\ndata: {_tool_result(2, 'resumed')}\n\n".encode())
+
+    async with scripted(backend_script(call)) as port:
+        assert await _call_through(port) == "resumed"
+    assert resumed == ["ev-1"]
