@@ -101,6 +101,14 @@ def test_events_are_the_same_however_the_stream_is_cut(cuts: list[int]) -> None:
     assert seen == EVENTS
 
 
+def test_a_large_event_in_many_chunks_arrives_whole() -> None:
+    data = b"x" * (4 << 20)
+    wire = b"id: big\r\ndata: " + data + b"\r\n\r\n"
+    parser = EventParser(limit=8 << 20)
+    seen = [event for start in range(0, len(wire), 65536) for event in parser.feed(wire[start : start + 65536])]
+    assert seen == [Event("message", data.decode(), "big", None)]
+
+
 def test_an_event_over_the_limit_is_refused() -> None:
     parser = EventParser(limit=100)
     with pytest.raises(EventTooLarge):
@@ -198,7 +206,7 @@ async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_c
         if path == "/mcp":  # the trailing-slash normalisation a mounted app does
             return _http("307 Temporary Redirect", {"location": "/mcp/"})
         if path == "/away":
-            return _http("307 Temporary Redirect", {"location": "http://127.0.0.2:1/mcp?key=SECRET"})
+            return _http("307 Temporary Redirect", {"location": "http://user:PASSWORD@127.0.0.2:1/mcp?key=SECRET"})
         answer = _tool_result(json.loads(body)["id"], "ok").encode()
         return _http("200 OK", {"content-type": "application/json"}, answer)
 
@@ -208,7 +216,8 @@ async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_c
         with pytest.raises(Exception) as refused:
             await _call_through(port, "/away")
     message = _innermost(refused.value)
-    assert "http://127.0.0.2:1/mcp" in message and "not followed" in message and "SECRET" not in message
+    assert "http://127.0.0.2:1/mcp" in message and "not followed" in message
+    assert "SECRET" not in message and "PASSWORD" not in message
 
 
 async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it() -> None:

@@ -45,19 +45,24 @@ def shared_tls() -> ssl.SSLContext:
 
 @contextmanager
 def _as_httpx_errors() -> Iterator[None]:
-    """aiohttp's failures as the httpx2 errors the connection describes and the balancer fails over on."""
+    """aiohttp's failures as the httpx2 errors the connection describes and the balancer fails over on.
+
+    Several of aiohttp's messages name the whole URL, whose query may hold a key; those become fixed texts. A
+    connector error names only host and port."""
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx2.ConnectTimeout(str(exc) or "connect timed out") from exc
+        raise httpx2.ConnectTimeout("connect timed out") from exc
     except aiohttp.ClientConnectorError as exc:
         raise httpx2.ConnectError(str(exc)) from exc
     except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-        raise httpx2.ReadTimeout(str(exc) or "read timed out") from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
-        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
+        raise httpx2.ReadTimeout("read timed out") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise httpx2.RemoteProtocolError(f"{type(exc).__name__}: {exc.status} {exc.message}") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise httpx2.RemoteProtocolError(type(exc).__name__) from exc
     except aiohttp.ClientError as exc:
-        raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+        raise httpx2.ReadError(type(exc).__name__) from exc
 
 
 class Reply:

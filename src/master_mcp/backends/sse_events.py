@@ -24,7 +24,11 @@ class Event:
 class EventParser:
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._pending = b""
+        # The line not yet ended, in pieces: joined once when it ends, so a long line costs its length once,
+        # not once per chunk.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._after_cr = False
         self._data: list[str] = []
         self._size = 0
         self._event = ""
@@ -32,21 +36,23 @@ class EventParser:
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        text = self._pending + chunk
-        # A CR at the end of a chunk may be the first half of a CRLF split across chunks.
-        held = text.endswith(b"\r")
-        if held:
-            text = text[:-1]
-        lines = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        rest = lines.pop()
-        self._pending = rest + (b"\r" if held else b"")
-        if len(self._pending) + self._size > self._limit:
-            raise EventTooLarge(f"an event of more than {self._limit} bytes")
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the second half of a CRLF split across chunks
+        self._after_cr = chunk.endswith(b"\r")
+        pieces = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
         events: list[Event] = []
-        for line in lines:
+        for piece in pieces[:-1]:
+            self._pending.append(piece)
+            line = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
             event = self._line(line.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)
+        if pieces[-1]:
+            self._pending.append(pieces[-1])
+            self._pending_size += len(pieces[-1])
+        if self._pending_size + self._size > self._limit:
+            raise EventTooLarge(f"an event of more than {self._limit} bytes")
         return events
 
     def _line(self, line: str) -> Event | None:

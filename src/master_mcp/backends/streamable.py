@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -38,6 +39,7 @@ from mcp_types import (
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
+from yarl import URL
 
 from master_mcp.backends.http_wire import HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
@@ -53,12 +55,25 @@ _DELETE_WITHIN_S: Final = 5.0
 Inbox = ContextSendStream[SessionMessage | Exception]
 
 
+@dataclass
+class _Position:
+    """Where an event stream got to: the id to resume it from, and the delay the backend asked for."""
+
+    last_id: str | None = None
+    retry_ms: int | None = None
+
+    def delay_s(self) -> float:
+        return (self.retry_ms or _RECONNECT_DELAY_MS) / 1000
+
+    def headers(self) -> dict[str, str]:
+        return {"last-event-id": self.last_id} if self.last_id else {}
+
+
 class _Resume(Exception):
     """An event stream ended before its answer, after an event id it can be resumed from."""
 
-    def __init__(self, last_id: str, retry_ms: int | None) -> None:
-        self.last_id = last_id
-        self.retry_ms = retry_ms
+    def __init__(self, position: _Position) -> None:
+        self.position = position
 
 
 class _Link:
@@ -156,18 +171,21 @@ class _Link:
             return await self._events(reply, message.id)
         return _error(message.id, INVALID_REQUEST, f"Unexpected content type: {reply.content_type}")
 
-    async def _events(self, reply: Reply, request_id: RequestId | None) -> JSONRPCError | None:
-        """Pass on each message of an event stream; for a request's stream, until its answer.
+    async def _events(
+        self, reply: Reply, request_id: RequestId | None, position: _Position | None = None
+    ) -> JSONRPCError | None:
+        """Pass on each message of an event stream; for a request's stream, until its answer. `position` follows
+        the stream's event ids.
 
-        Raises `_Resume` when the stream ends early but can be resumed."""
+        Raises `_Resume` when a request's stream ends early but can be resumed."""
         parser = EventParser(self._max_event_bytes)
-        last_id: str | None = None
-        retry_ms: int | None = None
+        position = position or _Position()
         try:
             async for chunk in reply.chunks():
                 for event in parser.feed(chunk):
-                    last_id = event.id or last_id
-                    retry_ms = event.retry if event.retry is not None else retry_ms
+                    position.last_id = event.id or position.last_id
+                    if event.retry is not None:
+                        position.retry_ms = event.retry
                     if event.event != "message" or not event.data:
                         continue  # a priming event: only its id counts
                     try:
@@ -190,14 +208,14 @@ class _Link:
             logger.debug("event stream ended", exc_info=True)
         if request_id is None:
             return None
-        if last_id is not None:
-            raise _Resume(last_id, retry_ms)
+        if position.last_id is not None:
+            raise _Resume(position)
         return _error(request_id, CONNECTION_CLOSED, "SSE stream ended without a response")
 
     async def _resume(self, request_id: RequestId, broken: _Resume) -> JSONRPCError | None:
         for _ in range(_RECONNECT_ATTEMPTS):
-            await anyio.sleep((broken.retry_ms or _RECONNECT_DELAY_MS) / 1000)
-            headers = {**self._headers("text/event-stream"), "last-event-id": broken.last_id}
+            await anyio.sleep(broken.position.delay_s())
+            headers = {**self._headers("text/event-stream"), **broken.position.headers()}
             try:
                 reply = await self._send("GET", headers)
             except httpx2.TransportError:
@@ -205,7 +223,7 @@ class _Link:
             try:
                 if reply.status >= 300 or not reply.content_type.startswith("text/event-stream"):
                     continue
-                return await self._events(reply, request_id)
+                return await self._events(reply, request_id, broken.position)
             except _Resume as again:
                 broken = again
             finally:
@@ -215,22 +233,23 @@ class _Link:
     async def _listen(self) -> None:
         """The session's standalone stream: what the backend sends outside any request."""
         failures = 0
+        position = _Position()  # a reconnected stream resumes where the last one got to, nothing sent is lost
         while failures < _RECONNECT_ATTEMPTS and self.session_id:
             try:
-                reply = await self._send("GET", self._headers("text/event-stream"))
+                reply = await self._send("GET", {**self._headers("text/event-stream"), **position.headers()})
                 try:
                     if reply.status == 405 or 300 <= reply.status < 400:
                         return  # the backend offers none, or only somewhere this session was not opened
                     if reply.status >= 400 or not reply.content_type.startswith("text/event-stream"):
                         raise httpx2.RemoteProtocolError(f"standalone stream refused: HTTP {reply.status}")
-                    await self._events(reply, None)
+                    await self._events(reply, None, position)
                     failures = 0
                 finally:
                     await reply.finish()
             except (httpx2.TransportError, EventTooLarge):
                 logger.debug("standalone stream failed", exc_info=True)
                 failures += 1
-            await anyio.sleep(_RECONNECT_DELAY_MS / 1000)
+            await anyio.sleep(position.delay_s())
 
     async def _deliver(self, message: Any) -> None:
         await self._inbox.send(SessionMessage(message))
@@ -251,8 +270,13 @@ def _error(request_id: RequestId, code: int, message: str) -> JSONRPCError:
 
 
 def _without_query(location: str) -> str:
-    # A redirect's query may carry a credential; a message never shows one.
-    return location.split("?", 1)[0].split("#", 1)[0]
+    # A redirect's user info or query may carry a credential; a message never shows either.
+    try:
+        url = URL(location)
+        url = url.with_user(None) if url.is_absolute() else url
+        return str(url.with_query(None).with_fragment(None))
+    except ValueError:
+        return "a location that is not a URL"
 
 
 @asynccontextmanager
