@@ -45,6 +45,7 @@ async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpB
     port = int(http_backend.url.split(":")[2].split("/")[0])
     async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
+        await session.call_tool("echo", {"text": "warm"})  # by now the standalone stream has its own connection
         before = connections_to(port)
         for i in range(20):
             result = await session.call_tool("echo", {"text": str(i)})
@@ -234,3 +235,48 @@ async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it() -> Non
     async with scripted(backend_script(call)) as port:
         assert await _call_through(port) == "resumed"
     assert resumed == ["ev-1"]
+
+
+async def test_the_standalone_stream_reconnects_from_its_last_event_id() -> None:
+    """What a backend sends outside any request arrives across a reconnect: the new GET names the last event
+    seen, after the delay the backend asked for."""
+    asked: list[str | None] = []
+
+    def notice(method: str) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "method": method}).encode()
+
+    async def stream(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "GET":
+            asked.append(headers.get("last-event-id"))
+            sse = {"content-type": "text/event-stream"}
+            if len(asked) == 1:
+                return _http(
+                    "200 OK", sse, b"id: g-1\nretry: 10\ndata: " + notice("notifications/tools/list_changed") + b"\n\n"
+                )
+            if len(asked) == 2:
+                return _http("200 OK", sse, b"id: g-2\ndata: " + notice("notifications/prompts/list_changed") + b"\n\n")
+            return _http("405 Method Not Allowed", {})
+        return await backend_script(_no_calls)(method, path, headers, body)
+
+    seen: list[str] = []
+    both = anyio.Event()
+
+    async def collect(message: Any) -> None:
+        if hasattr(message, "method"):
+            seen.append(message.method)
+        if len(seen) == 2:
+            both.set()
+
+    async with scripted(stream) as port:
+        server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        async with open_transport(server, Path(".")) as (read, write):
+            async with ClientSession(read, write, message_handler=collect) as session:
+                with anyio.fail_after(10):
+                    await session.initialize()
+                    await both.wait()
+    assert seen == ["notifications/tools/list_changed", "notifications/prompts/list_changed"]
+    assert asked[:2] == [None, "g-1"]
+
+
+async def _no_calls(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    return _http("500 Internal Server Error", {})
