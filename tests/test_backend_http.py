@@ -280,3 +280,30 @@ async def test_the_standalone_stream_reconnects_from_its_last_event_id() -> None
 
 async def _no_calls(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
     return _http("500 Internal Server Error", {})
+
+
+async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As httpx2 did: `HTTP_PROXY` carries backend requests (the proxy here is a scripted loopback server that
+    sees the absolute URL), and `NO_PROXY` sends a host's requests straight to it."""
+    through: list[str] = []
+
+    async def proxy(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        through.append(path)
+        return _http("200 OK", {"content-type": "application/json"}, b"{}")
+
+    async with scripted(proxy) as port:
+        for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        async with HttpWire("http://backend.invalid:9/mcp", headers={}, auth=None, instances=None) as wire:
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await reply.finish()
+        assert through == ["http://backend.invalid:9/mcp"]
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with HttpWire(f"http://127.0.0.1:{port}/direct", headers={}, auth=None, instances=None) as wire:
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await reply.finish()
+        assert through[1:] == ["/direct"]

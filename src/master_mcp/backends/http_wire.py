@@ -7,12 +7,15 @@ same: credentials are `httpx2.Auth` flows (the strategies' and custom ones, whic
 failure is raised as the `httpx2` transport error it would have been.
 
 Each connection keeps its connections to the backend alive between requests; a response is read to its end
-(briefly) before it is released, since a connection with unread body cannot be used again.
+(briefly) before it is released, since a connection with unread body cannot be used again. A proxy named by the
+environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is used as httpx2 used it; aiohttp's own
+`trust_env` is not, since it would also send `~/.netrc` credentials to backends.
 """
 
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -63,6 +66,15 @@ def _as_httpx_errors() -> Iterator[None]:
         raise httpx2.RemoteProtocolError(type(exc).__name__) from exc
     except aiohttp.ClientError as exc:
         raise httpx2.ReadError(type(exc).__name__) from exc
+
+
+def proxy_for(url: URL) -> URL | None:
+    """The proxy the environment names for `url`, or None (none named, or `NO_PROXY` excludes its host)."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host or ""):
+        return None
+    return URL(proxy)
 
 
 class Reply:
@@ -127,6 +139,7 @@ class HttpWire:
         self._auth = auth
         self._instances = instances
         self._targets = [URL(str(u), encoded=True) for u in instances.urls] if instances else []
+        self._proxies = {target: proxy_for(target) for target in [self._target, *self._targets]}
         self._pins: dict[str, int] = {}  # session id -> the instance that issued it
         self._http: aiohttp.ClientSession | None = None
 
@@ -213,6 +226,9 @@ class HttpWire:
     async def _send(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
         assert self._http is not None, "HttpWire is used inside `async with`"
         sent = [(k, v) for k, v in headers if k.lower() not in _COMPUTED]
+        proxy = self._proxies[url] if url in self._proxies else proxy_for(url)
         with _as_httpx_errors():
-            response = await self._http.request(method, url, headers=sent, data=body, allow_redirects=False)
+            response = await self._http.request(
+                method, url, headers=sent, data=body, allow_redirects=False, proxy=proxy
+            )
         return Reply(response, url)
