@@ -77,17 +77,18 @@ async def test_a_response_that_does_not_end_is_closed_anyway(http_backend: HttpB
 
 
 EVENTS = [
-    Event("message", '{"a": 1}', "1", None),
-    Event("message", "line one\nline two", "2", 3000),
-    Event("ping", "", "2", None),
-    Event("message", "", "3", None),
+    Event("message", '{"a": 1}', "1"),
+    Event("message", "line one\nline two", "2"),
+    Event("ping", "", "2"),
+    Event("message", "", "3"),
 ]
 WIRE = (
-    b': a comment\r\nid: 1\r\ndata: {"a": 1}\r\n\r\n'
+    b'\xef\xbb\xbf: a comment after a byte order mark\r\nid: 1\r\ndata: {"a": 1}\r\n\r\n'
     b"id: 2\nretry: 3000\ndata: line one\ndata:line two\n\n"
     b"event: ping\rdata\r\r"
     b"event: nothing\n\n"  # no data: no event
     b"id: 3\ndata: \n\n"
+    b"id: 4\n\n"
 )
 
 
@@ -100,6 +101,13 @@ def test_events_are_the_same_however_the_stream_is_cut(cuts: list[int]) -> None:
         seen += parser.feed(WIRE[last:cut])
         last = max(last, cut)
     assert seen == EVENTS
+    assert parser.last_id == "4" and parser.retry_ms == 3000  # from the block with no data at the end
+
+
+def test_a_retry_that_is_not_a_number_is_ignored() -> None:
+    parser = EventParser(limit=1024)
+    assert parser.feed("retry: \u00b2\nretry: 1x\ndata: ok\n\n".encode()) == [Event("message", "ok", None)]
+    assert parser.retry_ms is None
 
 
 def test_a_large_event_in_many_chunks_arrives_whole() -> None:
@@ -107,7 +115,7 @@ def test_a_large_event_in_many_chunks_arrives_whole() -> None:
     wire = b"id: big\r\ndata: " + data + b"\r\n\r\n"
     parser = EventParser(limit=8 << 20)
     seen = [event for start in range(0, len(wire), 65536) for event in parser.feed(wire[start : start + 65536])]
-    assert seen == [Event("message", data.decode(), "big", None)]
+    assert seen == [Event("message", data.decode(), "big")]
 
 
 def test_an_event_over_the_limit_is_refused() -> None:
@@ -285,8 +293,9 @@ async def _no_calls(method: str, path: str, headers: dict[str, str], body: bytes
 async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes_the_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As httpx2 did: `HTTP_PROXY` carries backend requests (the proxy here is a scripted loopback server that
-    sees the absolute URL), and `NO_PROXY` sends a host's requests straight to it."""
+    """As httpx2 did: `HTTP_PROXY` (here without a scheme) carries backend requests (the proxy is a scripted
+    loopback server that sees the absolute URL), `NO_PROXY` sends a host's requests straight to it, and a proxy
+    kind aiohttp cannot use is refused without its credentials in the message."""
     through: list[str] = []
 
     async def proxy(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -296,7 +305,7 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes
     async with scripted(proxy) as port:
         for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("HTTP_PROXY", f"127.0.0.1:{port}")  # no scheme: taken as http, as httpx2 takes it
         async with HttpWire("http://backend.invalid:9/mcp", headers={}, auth=None, instances=None) as wire:
             reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
             await reply.finish()
@@ -307,3 +316,9 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes
             reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
             await reply.finish()
         assert through[1:] == ["/direct"]
+
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("HTTP_PROXY", "socks5://user:PASSWORD@127.0.0.1:1080")
+    with pytest.raises(ValueError, match="socks5 proxy") as refused:
+        HttpWire("http://backend.invalid:9/mcp", headers={}, auth=None, instances=None)
+    assert "PASSWORD" not in str(refused.value)

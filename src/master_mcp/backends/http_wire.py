@@ -15,7 +15,6 @@ environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is used as ht
 from __future__ import annotations
 
 import ssl
-import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -24,6 +23,7 @@ from typing import Final
 import aiohttp
 import anyio
 import httpx2
+from httpx2._utils import URLPattern, get_environment_proxies
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -50,31 +50,38 @@ def shared_tls() -> ssl.SSLContext:
 def _as_httpx_errors() -> Iterator[None]:
     """aiohttp's failures as the httpx2 errors the connection describes and the balancer fails over on.
 
-    Several of aiohttp's messages name the whole URL, whose query may hold a key; those become fixed texts. A
-    connector error names only host and port."""
+    Several of aiohttp's messages name the whole URL, whose query may hold a key; those become fixed texts (a
+    connector error names only host and port), and the original is not chained, so a logged traceback does not
+    show it either."""
     try:
         yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx2.ConnectTimeout("connect timed out") from exc
+    except aiohttp.ConnectionTimeoutError:
+        raise httpx2.ConnectTimeout("connect timed out") from None
     except aiohttp.ClientConnectorError as exc:
-        raise httpx2.ConnectError(str(exc)) from exc
-    except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-        raise httpx2.ReadTimeout("read timed out") from exc
+        raise httpx2.ConnectError(str(exc)) from None
+    except (TimeoutError, aiohttp.SocketTimeoutError):
+        raise httpx2.ReadTimeout("read timed out") from None
     except aiohttp.ClientResponseError as exc:
-        raise httpx2.RemoteProtocolError(f"{type(exc).__name__}: {exc.status} {exc.message}") from exc
+        raise httpx2.RemoteProtocolError(f"{type(exc).__name__}: {exc.status} {exc.message}") from None
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx2.RemoteProtocolError(type(exc).__name__) from exc
+        raise httpx2.RemoteProtocolError(type(exc).__name__) from None
     except aiohttp.ClientError as exc:
-        raise httpx2.ReadError(type(exc).__name__) from exc
+        raise httpx2.ReadError(type(exc).__name__) from None
 
 
 def proxy_for(url: URL) -> URL | None:
-    """The proxy the environment names for `url`, or None (none named, or `NO_PROXY` excludes its host)."""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(url.host or ""):
-        return None
-    return URL(proxy)
+    """The proxy the environment names for `url`, or None, read as httpx2 reads it (`*_PROXY`, `NO_PROXY` with
+    hosts, domains, ports and `*`, a proxy given without a scheme)."""
+    target = httpx2.URL(str(url))
+    for pattern, proxy in sorted(get_environment_proxies().items(), key=lambda item: URLPattern(item[0])):
+        if URLPattern(pattern).matches(target):
+            if proxy is None:
+                return None
+            found = URL(proxy)
+            if found.scheme not in ("http", "https"):
+                raise ValueError(f"the environment names a {found.scheme} proxy; backend connections use http(s) ones")
+            return found
+    return None
 
 
 class Reply:

@@ -1,7 +1,9 @@
 """Server-sent events read from a backend's response body, chunk by chunk, as the HTML standard defines them.
 
-Only what MCP's streamable HTTP uses is kept of each event: its type, data, id and retry. An event larger than
-the limit ends the stream with `EventTooLarge` rather than growing without bound.
+Only what MCP's streamable HTTP uses is kept: each event's type and data, and on the parser the last event id
+and the reconnection delay, which the standard applies as soon as their fields are read (an `id:` or `retry:`
+block without data still counts). An event larger than the limit ends the stream with `EventTooLarge` rather
+than growing without bound.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ class Event:
     event: str
     data: str
     id: str | None
-    retry: int | None
 
 
 class EventParser:
@@ -29,11 +30,12 @@ class EventParser:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._after_cr = False
+        self._first_line = True
         self._data: list[str] = []
         self._size = 0
         self._event = ""
-        self._id: str | None = None
-        self._retry: int | None = None
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
         if self._after_cr and chunk.startswith(b"\n"):
@@ -43,9 +45,12 @@ class EventParser:
         events: list[Event] = []
         for piece in pieces[:-1]:
             self._pending.append(piece)
-            line = b"".join(self._pending)
+            line = b"".join(self._pending).decode("utf-8", errors="replace")
             self._pending, self._pending_size = [], 0
-            event = self._line(line.decode("utf-8", errors="replace"))
+            if self._first_line:
+                line = line.removeprefix("\ufeff")  # a byte order mark may open the stream
+                self._first_line = False
+            event = self._line(line)
             if event is not None:
                 events.append(event)
         if pieces[-1]:
@@ -70,13 +75,13 @@ class EventParser:
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
-            self._id = value
-        elif name == "retry" and value.isdigit():
-            self._retry = int(value)
+            self.last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
         return None
 
     def _dispatch(self) -> Event | None:
-        # As the standard says: no data lines, no event (the id field still moved the last event id).
-        event = Event(self._event or "message", "\n".join(self._data), self._id, self._retry) if self._data else None
-        self._data, self._size, self._event, self._retry = [], 0, "", None
+        # As the standard says: no data lines, no event.
+        event = Event(self._event or "message", "\n".join(self._data), self.last_id) if self._data else None
+        self._data, self._size, self._event = [], 0, ""
         return event

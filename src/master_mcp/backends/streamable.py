@@ -51,22 +51,31 @@ _ACCEPT: Final = "application/json, text/event-stream"
 _RECONNECT_ATTEMPTS: Final = 2
 _RECONNECT_DELAY_MS: Final = 1000
 _DELETE_WITHIN_S: Final = 5.0
+_MIN_DELAY_S: Final = 0.1
+_MAX_DELAY_S: Final = 60.0
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
 
 @dataclass
 class _Position:
-    """Where an event stream got to: the id to resume it from, and the delay the backend asked for."""
+    """Where an event stream got to: the id to resume it from, the delay the backend asked for, and how many
+    messages have come."""
 
     last_id: str | None = None
     retry_ms: int | None = None
+    received: int = 0
 
     def delay_s(self) -> float:
-        return (self.retry_ms or _RECONNECT_DELAY_MS) / 1000
+        # The backend's delay, kept within reason: neither a busy loop nor a wait of days.
+        return min(max((self.retry_ms or _RECONNECT_DELAY_MS) / 1000, _MIN_DELAY_S), _MAX_DELAY_S)
 
     def headers(self) -> dict[str, str]:
         return {"last-event-id": self.last_id} if self.last_id else {}
+
+    def follow(self, parser: EventParser) -> None:
+        self.last_id = parser.last_id or self.last_id
+        self.retry_ms = parser.retry_ms if parser.retry_ms is not None else self.retry_ms
 
 
 class _Resume(Exception):
@@ -182,10 +191,9 @@ class _Link:
         position = position or _Position()
         try:
             async for chunk in reply.chunks():
-                for event in parser.feed(chunk):
-                    position.last_id = event.id or position.last_id
-                    if event.retry is not None:
-                        position.retry_ms = event.retry
+                events = parser.feed(chunk)
+                position.follow(parser)
+                for event in events:
                     if event.event != "message" or not event.data:
                         continue  # a priming event: only its id counts
                     try:
@@ -195,6 +203,7 @@ class _Link:
                             logger.warning("a backend sent an event that is not a JSON-RPC message")
                             continue
                         return _error(request_id, PARSE_ERROR, f"Failed to parse SSE message: {exc.error_count()}")
+                    position.received += 1
                     if isinstance(message, JSONRPCResponse | JSONRPCError) and request_id is not None:
                         message.id = request_id  # the id as it was sent ("1" is not 1)
                         await self._deliver(message)
@@ -242,8 +251,10 @@ class _Link:
                         return  # the backend offers none, or only somewhere this session was not opened
                     if reply.status >= 400 or not reply.content_type.startswith("text/event-stream"):
                         raise httpx2.RemoteProtocolError(f"standalone stream refused: HTTP {reply.status}")
+                    before = position.received
                     await self._events(reply, None, position)
-                    failures = 0
+                    # A stream that brought something was worth opening; one that ends empty counts as a failure.
+                    failures = 0 if position.received > before else failures + 1
                 finally:
                     await reply.finish()
             except (httpx2.TransportError, EventTooLarge):
