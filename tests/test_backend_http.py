@@ -322,3 +322,16 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes
     with pytest.raises(ValueError, match="socks5 proxy") as refused:
         HttpWire("http://backend.invalid:9/mcp", headers={}, auth=None, instances=None)
     assert "PASSWORD" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["application/json", "text/event-stream"])
+async def test_an_answer_that_is_not_json_rpc_is_a_clear_error_for_that_call(kind: str) -> None:
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        garbage = b'{"not": "json-rpc"}'
+        answer = b"data: " + garbage + b"\n\n" if kind == "text/event-stream" else garbage
+        return _http("200 OK", {"content-type": kind}, answer)
+
+    async with scripted(backend_script(call)) as port:
+        with pytest.raises(Exception) as refused:
+            await _call_through(port)
+    assert "is not a JSON-RPC message" in _innermost(refused.value)

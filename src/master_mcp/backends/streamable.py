@@ -174,7 +174,7 @@ class _Link:
             try:
                 await self._deliver(jsonrpc_message_adapter.validate_json(await reply.read(), by_name=False))
             except ValidationError as exc:
-                return _error(message.id, PARSE_ERROR, f"Failed to parse JSON response: {exc.error_count()} errors")
+                return _error(message.id, PARSE_ERROR, _not_jsonrpc("answer", exc))
             return None
         if reply.content_type.startswith("text/event-stream"):
             return await self._events(reply, message.id)
@@ -202,7 +202,7 @@ class _Link:
                         if request_id is None:
                             logger.warning("a backend sent an event that is not a JSON-RPC message")
                             continue
-                        return _error(request_id, PARSE_ERROR, f"Failed to parse SSE message: {exc.error_count()}")
+                        return _error(request_id, PARSE_ERROR, _not_jsonrpc("event", exc))
                     position.received += 1
                     if isinstance(message, JSONRPCResponse | JSONRPCError) and request_id is not None:
                         message.id = request_id  # the id as it was sent ("1" is not 1)
@@ -278,6 +278,10 @@ class _Link:
 
 def _error(request_id: RequestId, code: int, message: str) -> JSONRPCError:
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
+
+
+def _not_jsonrpc(what: str, exc: ValidationError) -> str:
+    return f"the backend's {what} is not a JSON-RPC message ({exc.error_count()} validation errors)"
 
 
 def _without_query(location: str) -> str:
