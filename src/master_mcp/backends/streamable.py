@@ -23,6 +23,7 @@ import httpx2
 from anyio.abc import TaskGroup
 from mcp.shared._context_streams import ContextReceiveStream, ContextSendStream, create_context_streams
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
@@ -93,6 +94,8 @@ class _Link:
         self._on_forgotten = on_forgotten
         self.session_id: str | None = None
         self._version: str | None = None
+        # Each request's POST, by JSON-RPC id, so that one its session gave up on can be closed.
+        self._posts: dict[RequestId, anyio.CancelScope] = {}
 
     def _headers(self, accept: str = _ACCEPT) -> dict[str, str]:
         headers = {"accept": accept, "content-type": "application/json"}
@@ -134,15 +137,31 @@ class _Link:
             await reply.finish()
             if isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
                 tg.start_soon(self._listen)
+            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+                # The backend has been told; its answer, if one ever comes, has no one to go to. A hung backend
+                # would otherwise hold the connection and this task until the read timeout (300 s).
+                request_id = cancelled_request_id_from_params(message.params)
+                if request_id is not None and (abandoned := self._posts.get(request_id)) is not None:
+                    abandoned.cancel()
 
     async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
+        with anyio.CancelScope() as scope:
+            self._posts[message.id] = scope
+            try:
+                await self._post(message, headers, body)
+            finally:
+                if self._posts.get(message.id) is scope:  # an id reused meanwhile belongs to the newer request
+                    del self._posts[message.id]
+
+    async def _post(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
         reply = await self._send("POST", headers, body)
         try:
             answer = await self._answer(message, reply)
         except _Resume as broken:
             answer = await self._resume(message.id, broken)
         finally:
-            await reply.finish()
+            with anyio.CancelScope(shield=True):
+                await reply.finish()
         if answer is not None:
             await self._deliver(answer)
 
