@@ -136,19 +136,34 @@ def _http(status: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+class Held(bytes):
+    """An answer left unfinished: its connection stays open until the client closes it, then `closed` is set."""
+
+    closed: anyio.Event
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    method, path, _ = head[0].split(" ", 2)
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+    return method, path, headers, await reader.readexactly(int(headers.get("content-length", "0")))
+
+
 @asynccontextmanager
 async def scripted(handler: Handler) -> AsyncIterator[int]:
     """An HTTP/1.1 server on a loopback port whose every answer comes from `handler` (method, path, headers,
-    body); the connection is closed after each answer, so an answer may be cut short on purpose."""
+    body); the connection is closed after each answer, so an answer may be cut short on purpose, or, for a `Held`
+    answer, once the client closes it."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            method, path, _ = head[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            writer.write(await handler(method, path, headers, body))
+            method, path, headers, body = await read_request(reader)
+            answer = await handler(method, path, headers, body)
+            writer.write(answer)
             await writer.drain()
+            if isinstance(answer, Held):
+                await reader.read()  # until the client closes its end
+                answer.closed.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -340,37 +355,17 @@ async def test_an_answer_that_is_not_json_rpc_is_a_clear_error_for_that_call(kin
 async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs() -> None:
     """The session times a call out and tells the backend; a backend that never answers must not keep the POST
     (a connection and a task of the master) open until the read timeout."""
-    closed = anyio.Event()
-    script = backend_script(_no_calls)
+    hung = Held(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+    hung.closed = anyio.Event()
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            method, path, _ = head[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            if b'"tools/call"' in body:
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
-                await writer.drain()
-                await reader.read()  # hangs until the master closes its end
-                closed.set()
-                return
-            writer.write(await script(method, path, headers, body))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        return hung
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
-    try:
+    async with scripted(backend_script(call)) as port:
+        config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
         async with open_transport(config, Path(".")) as (read, write), ClientSession(read, write) as session:
             with anyio.fail_after(10):
                 await session.initialize()
                 with pytest.raises(Exception, match=r"(?i)timed out"):
                     await session.call_tool("echo", {"text": "x"}, read_timeout_seconds=0.5)
-                await closed.wait()
-    finally:
-        server.close()
+                await hung.closed.wait()
