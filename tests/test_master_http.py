@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from typing import Any
@@ -11,8 +12,10 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.shared.exceptions import MCPError
 
+from master_mcp import front_http
 from tests.conftest import PAGED, TESTS, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -236,14 +239,29 @@ async def test_stateless_and_json_response_front(config: Any) -> None:
                 assert text(await client.call_tool("remote__echo", {"text": mode})) == mode
 
 
+ACCEPT_BOTH = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+async def _handshake_session(http: httpx2.AsyncClient, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
+    """A handshake-era session opened by hand; the headers its requests carry."""
+    init = {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "0"}}
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}
+    opened = await http.post(url, json=body, headers=ACCEPT_BOTH)
+    ids = {**ACCEPT_BOTH, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=ids)
+    return ids
+
+
 async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> None:
-    """A call that can bring back nothing but its answer gets a JSON body; one that may bring back more (progress,
-    log lines of a backend that declared it may log, requests to a client that can answer them) gets an SSE
-    stream."""
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    """A handshake-era call is answered as a JSON body unless something besides its answer comes first (progress,
+    log lines), which opens a stream that carries it and then the answer; a session whose client can be asked
+    things (sampling) gets a stream per request. A 2026-07-28 call streams only where its request asks for more
+    than the answer. A client that takes only JSON gets the answer, and nothing stands in for it."""
+    headers = ACCEPT_BOTH
 
     def call(number: int, tool: str = "quiet__echo", meta: dict[str, Any] | None = None) -> dict[str, Any]:
         arguments = {"tag": str(number)} if tool.endswith("log_lines") else {"text": str(number)}
+        arguments = {} if tool.endswith("progress") else arguments
         params: dict[str, Any] = {"name": tool, "arguments": arguments}
         return {
             "jsonrpc": "2.0",
@@ -252,21 +270,14 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
             "params": params | ({"_meta": meta} if meta else {}),
         }
 
-    async def session(http: httpx2.AsyncClient, url: str, capabilities: dict[str, Any]) -> dict[str, str]:
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": capabilities,
-            "clientInfo": {"name": "t", "version": "0"},
-        }
-        opened = await http.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})
-        ids = {**headers, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=ids)
-        return ids
-
     def kind(response: httpx2.Response) -> str:
         assert response.status_code == 200 and '"result"' in response.text
         assert '"isError":true' not in response.text.replace(" ", "")
         return response.headers["content-type"].split(";")[0]
+
+    def events(response: httpx2.Response) -> list[dict[str, Any]]:
+        lines = response.text.splitlines()
+        return [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ") and line[6:].strip()]
 
     # `quiet` declares no logging capability; the fixture backend (`loud`) does.
     quiet = {
@@ -277,15 +288,33 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
     }
     config = make_config(quiet, stdio_server("loud"))
     async with serve_master(config) as (_, url), httpx2.AsyncClient(headers=headers) as http:
-        plain = await session(http, url, {})
+        plain = await _handshake_session(http, url, {})
         assert kind(await http.post(url, json=call(1), headers=plain)) == "application/json"
         listed = await http.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=plain)
         assert listed.headers["content-type"].startswith("application/json")
-        progress = call(3, meta={"progressToken": "p"})
-        assert kind(await http.post(url, json=progress, headers=plain)) == "text/event-stream"
-        assert kind(await http.post(url, json=call(4, "loud__echo"), headers=plain)) == "text/event-stream"
-        sampling = await session(http, url, {"sampling": {}})
+        # It may log, and did not: the answer alone.
+        assert kind(await http.post(url, json=call(4, "loud__echo"), headers=plain)) == "application/json"
+        # It logged: the lines, in order, then the answer, on the stream the first line opened.
+        logged_call = await http.post(url, json=call(6, "loud__log_lines"), headers=plain)
+        assert kind(logged_call) == "text/event-stream"
+        sent = events(logged_call)
+        # (the fixture logs `info` and up until a session sets a level)
+        assert [e["params"]["data"] for e in sent[:-1]] == ["6:info", "6:warning"]
+        assert sent[-1]["id"] == 6 and sent[-1]["result"]["content"][0]["text"] == "logged 6"
+        reported = await http.post(url, json=call(3, "loud__progress", {"progressToken": "p"}), headers=plain)
+        assert kind(reported) == "text/event-stream"
+        assert [e["params"]["progress"] for e in events(reported)[:-1]] == [1, 2, 3]
+        # A progress token alone opens nothing: the quiet backend reports none.
+        assert (
+            kind(await http.post(url, json=call(7, meta={"progressToken": "q"}), headers=plain)) == "application/json"
+        )
+        sampling = await _handshake_session(http, url, {"sampling": {}})
         assert kind(await http.post(url, json=call(5), headers=sampling)) == "text/event-stream"
+        # A client that takes no stream: the answer, never a log line or progress in its place.
+        json_only = {**plain, "accept": "application/json"}
+        for number, tool, meta in ((20, "loud__log_lines", None), (21, "loud__progress", {"progressToken": "r"})):
+            answer = await http.post(url, json=call(number, tool, meta), headers=json_only)
+            assert kind(answer) == "application/json" and answer.json()["id"] == number
 
         # 2026-07-28: no back-channel; log lines only to a request that asks for them in its `_meta`.
         envelope = {
@@ -322,6 +351,59 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
             routed = {**json_only, "mcp-method": "tools/call", "mcp-name": tool}
             answer = await http.post(url, json=call(number, tool, {**envelope, **logged}), headers=routed)
             assert answer.status_code == 406
+
+
+async def test_a_stream_its_client_leaves_is_let_go() -> None:
+    """A request whose first progress notification opened its stream, and whose client then went away: the
+    session keeps nothing of it, and serves the next call."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 30,
+        "method": "tools/call",
+        "params": {"name": "loud__progress", "arguments": {"pause": 30}, "_meta": {"progressToken": "p"}},
+    }
+    async with serve_master(make_config(stdio_server("loud"))) as (_, url), httpx2.AsyncClient() as http:
+        ids = await _handshake_session(http, url, {})
+        (transport,) = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, StreamableHTTPServerTransport) and o.mcp_session_id == ids["mcp-session-id"]
+        ]
+        async with http.stream("POST", url, json=call, headers=ids) as streamed:
+            assert streamed.headers["content-type"].startswith("text/event-stream")
+            async for line in streamed.aiter_lines():
+                if line.startswith("data: "):
+                    assert json.loads(line[6:])["params"]["progress"] == 1
+                    break
+            assert "30" in transport._request_streams
+        # The client is gone, the backend's call is not over: nothing of the request stays with the session.
+        await wait_until(lambda: "30" not in transport._request_streams and "30" not in transport._sse_stream_writers)
+        assert not transport._opened  # type: ignore[attr-defined]
+        params = {"name": "loud__echo", "arguments": {"text": "still here"}}
+        echo = {"jsonrpc": "2.0", "id": 31, "method": "tools/call", "params": params}
+        answered = await http.post(url, json=echo, headers=ids)
+        assert answered.json()["result"]["content"][0]["text"] == "still here"
+
+
+async def test_a_silent_long_call_gets_its_stream_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that sends nothing for a while is answered on a stream opened before a client or proxy would give
+    up on a silent response (the wait is shortened here from its 10 s), and the stream ends with the answer."""
+    monkeypatch.setattr(front_http._AdaptiveTransport, "open_after_s", 0.3)
+    params = {"name": "loud__slow", "arguments": {"seconds": 3}}
+    call = {"jsonrpc": "2.0", "id": 40, "method": "tools/call", "params": params}
+    async with serve_master(make_config(stdio_server("loud"))) as (_, url), httpx2.AsyncClient() as http:
+        ids = await _handshake_session(http, url, {})
+        async with http.stream("POST", url, json=call, headers=ids) as streamed:
+            lines = streamed.aiter_lines()
+            with anyio.fail_after(2.5):  # long before the answer: the stream is open, with a comment on it
+                assert streamed.headers["content-type"].startswith("text/event-stream")
+                assert (await anext(lines)).startswith(":")
+            received = [line async for line in lines]
+        data = [json.loads(line[6:]) for line in received if line.startswith("data: ")]
+        assert [d["id"] for d in data] == [40] and data[0]["result"]["content"][0]["text"] == "slept 3.0"
+        # A quick call in the same session is still a JSON body.
+        quick = {**call, "id": 41, "params": {"name": "loud__echo", "arguments": {"text": "q"}}}
+        assert (await http.post(url, json=quick, headers=ids)).headers["content-type"] == "application/json"
 
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:

@@ -17,8 +17,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 logger = logging.getLogger(__name__)
 
 _STATE_KEY: Final = "master_mcp.front"
-# Set by the HTTP front in the ASGI scope of a request: False when it is answered as a plain JSON body, so nothing
-# but its answer can reach the client while it is served.
+# Set by the HTTP front in the ASGI scope of a request: False when it can only be answered as a plain JSON body
+# (no stream can be opened for it), so nothing but its answer may be sent for it.
 STREAMS: Final = "master_mcp.streams"
 LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
@@ -51,8 +51,8 @@ class FrontCall:
 
     @property
     def streams(self) -> bool:
-        """Whether this request can carry anything besides its answer (an HTTP request answered as a plain JSON
-        body cannot: see `front_http`)."""
+        """Whether this request can carry anything besides its answer (an HTTP request that cannot get a stream
+        cannot: see `front_http`)."""
         scope = getattr(self.ctx.request, "scope", None)
         return not isinstance(scope, dict) or scope.get(STREAMS) is not False
 

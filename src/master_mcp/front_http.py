@@ -1,40 +1,71 @@
-"""The HTTP front's sessions: each POST is answered as plain JSON when nothing but its answer can reach the client
-while it is served, and as an SSE stream when something else may (progress, log lines, a backend's request to
-the client). An SSE stream per request costs the front, and the client, about twice what a JSON body does.
+"""The HTTP front's sessions: each POST is answered as plain JSON unless something besides its answer reaches the
+client while it is served (progress, log lines, a backend's request to the client); then it is answered as an SSE
+stream. An SSE stream per request costs the front, and the client, about twice what a JSON body does.
 
-What a request may bring back is known from the session, the request and the backend it goes to: the client
-capabilities the session declared at `initialize` (sampling, elicitation, roots), whether the request carries a
-progress token, and whether that backend declared it may send log lines (`logging`). Anything else (lists, ping,
-initialize) only ever gets its answer. A 2026-07-28 request has no back-channel and gets log lines only where its
-`_meta` asks for them. Left to itself, the SDK serves such a request in a task group of its own and waits to see
-whether the handler sends something before its result; here, when nothing else can come, it is answered in-line as
-JSON, beside a watcher of the client going away (which is how a 2026-07-28 client cancels).
+A handshake-era request from a client that accepts both is answered lazily: the front waits for the first message
+the request produces; its answer goes out as a JSON body, anything else opens the stream, first with that message
+and then with the rest, up to the answer. So nothing the client can receive is dropped, and a request that only
+could have brought something back (a backend that declared `logging` and logged nothing) still costs a JSON body.
+A request silent for `open_after_s` gets its stream then, whose pings keep clients and proxies from giving up on
+a long call. A session whose client declared it can be asked things (sampling, elicitation, roots) gets a stream
+per request, as the SDK only lets a request carry a request to the client on one.
 
-The choice is made in the POST's own task; the SDK's message router, in another task, does not see it. Nothing may
-therefore send a message related to a request answered as JSON (it would stand in for the answer): the relay asks
-`FrontCall.streams` before every log line and request it passes to a caller, and progress needs a token.
+Anything but its answer that is sent for a request answered as JSON alone would stand in for the answer. So a
+request that cannot get a stream (its client accepts only JSON; a 2026-07-28 request that asked for nothing more)
+is marked in its ASGI scope, and the relay asks `FrontCall.streams` before every log line, progress notification
+and request it passes to a caller.
+
+A 2026-07-28 request goes the SDK's own way, which serves it in a task group of its own and waits to see whether
+the handler sends something before its result. What it may bring back is known from the request and the backend
+it goes to: a progress token, or a log opt-in in its `_meta` for a backend that declared `logging`. When nothing
+else can come, it is answered in-line as JSON, beside a watcher of the client going away (which is how a
+2026-07-28 client cancels).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
+from http import HTTPStatus
 from typing import Any, Final
 
 import anyio
-from mcp.server.streamable_http import StreamableHTTPServerTransport, check_accept_headers
+from mcp.server.streamable_http import (
+    CONTENT_TYPE_SSE,
+    MCP_SESSION_ID_HEADER,
+    EventMessage,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import LOG_LEVEL_META_KEY
+from mcp_types import (
+    INTERNAL_ERROR,
+    LOG_LEVEL_META_KEY,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    JSONRPCResponse,
+    RequestId,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from sse_starlette import EventSourceResponse
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from master_mcp.front import LOG_LEVELS, STREAMS
 
 _AS_JSON: ContextVar[bool | None] = ContextVar("master_mcp_as_json", default=None)
+# The request a session's POST task serves in the SDK's JSON branch, if a stream may still be opened for it.
+_LAZY: ContextVar[str | None] = ContextVar("master_mcp_lazy", default=None)
+_ANSWERS: Final = (JSONRPCResponse, JSONRPCError)
+# Queued for a request that has been silent too long: it opens the stream, and is sent as a comment.
+_OPEN_NOW: Final = JSONRPCNotification(jsonrpc="2.0", method="master-mcp/open-stream")
 # Requests during which a backend may send something for the caller.
 _FORWARDED: Final = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 _BACK_CHANNEL: Final = ("sampling", "elicitation", "roots")
@@ -62,11 +93,11 @@ class _ChosenPerRequest:
 
 
 @contextmanager
-def _answered(scope: Scope, *, streams: bool) -> Iterator[None]:
-    """Serve a request in the mode chosen for it: the relay reads it in the ASGI scope (`front.STREAMS`), the SDK
-    through the flags above."""
+def _answered(scope: Scope, *, streams: bool, as_json: bool) -> Iterator[None]:
+    """Serve a request in the mode chosen for it: whether anything besides its answer may be passed to it (the
+    relay reads `front.STREAMS` in the ASGI scope), and which of its branches the SDK takes (the flags above)."""
     scope[STREAMS] = streams
-    token = _AS_JSON.set(not streams)
+    token = _AS_JSON.set(as_json)
     try:
         yield
     finally:
@@ -85,9 +116,9 @@ def _progress_token(params: Any) -> bool:
     return isinstance(meta, dict) and meta.get("progressToken") is not None
 
 
-def may_stream(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], *, modern: bool) -> bool:
-    """Whether anything but its answer may reach the client while `message` (a parsed POST body) is served, for a
-    client without a back-channel."""
+def _may_stream(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool]) -> bool:
+    """Whether anything but its answer may reach the client while `message` (the parsed body of a 2026-07-28 POST,
+    which has no back-channel) is served."""
     if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
         return True  # not a request: the SDK answers whatever this is in its usual way
     params = message.get("params")
@@ -95,7 +126,7 @@ def may_stream(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bo
         return False
     if _progress_token(params):
         return True
-    if modern and not _log_opt_in(params):
+    if not _log_opt_in(params):
         return False  # a 2026-07-28 request gets no log line it did not ask for
     return backend_may_log(method, params)
 
@@ -106,31 +137,132 @@ def _log_opt_in(params: dict[str, Any]) -> bool:
 
 
 class _AdaptiveTransport(StreamableHTTPServerTransport):
-    """The SDK's session transport, answering each POST in the mode chosen for it."""
+    """The SDK's session transport, answering each POST as JSON until something besides its answer comes."""
 
     # What this session's client declared; a class default, as instances are made by the SDK's own constructor.
     _back_channel = False
-    # Whether the backend that serves a request (method, params) may send log lines while it does.
-    backend_may_log: Callable[[str, dict[str, Any]], bool] = staticmethod(lambda method, params: True)
+    # Requests whose first message opened a stream: their memory streams now belong to that stream.
+    _opened: set[str]
+    # How long a request may stay silent before its stream opens anyway.
+    open_after_s = 10.0
 
     is_json_response_enabled = _ChosenPerRequest()
 
-    def _streams(self, message: Any) -> bool:
+    def _note_back_channel(self, message: Any) -> None:
         if isinstance(message, dict) and message.get("method") == "initialize":
             params = message.get("params")
             capabilities = params.get("capabilities") if isinstance(params, dict) else None
             if isinstance(capabilities, dict):
                 self._back_channel = any(capabilities.get(name) is not None for name in _BACK_CHANNEL)
-        if self._back_channel:
-            return True  # a client that can be asked things gets the stream it may be asked on, always
-        return may_stream(message, self.backend_may_log, modern=False)
 
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         if _ChosenPerRequest.configured(self, "is_json_response_enabled"):
             await super()._handle_post_request(scope, request, receive, send)
             return
-        with _answered(scope, streams=self._streams(_parsed(await request.body()))):
-            await super()._handle_post_request(scope, request, receive, send)
+        message = _parsed(await request.body())
+        self._note_back_channel(message)
+        request_id = _request_id(message)
+        if self._back_channel or request_id is None:
+            # A client that can be asked things gets the stream it may be asked on, always; what is not one
+            # request (a notification, a response, garbage) gets the SDK's own handling.
+            streams = self._back_channel or not isinstance(message, dict) or not isinstance(message.get("method"), str)
+            with _answered(scope, streams=streams, as_json=not streams):
+                await super()._handle_post_request(scope, request, receive, send)
+            return
+        # The SDK's JSON branch serves it; `_create_json_response` opens a stream if its first message is not
+        # the answer. A client that takes no stream gets the answer only.
+        lazy = _accepts_streams(scope)
+        token = _LAZY.set(request_id if lazy else None)
+        # A long call that sends nothing still gets its stream (and the stream's pings) before a client or a
+        # proxy between gives up on a silent response.
+        timer = asyncio.get_running_loop().call_later(self.open_after_s, self._open_now, request_id) if lazy else None
+        try:
+            with _answered(scope, streams=lazy, as_json=True):
+                await super()._handle_post_request(scope, request, receive, send)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            _LAZY.reset(token)
+
+    def _open_now(self, request_id: str) -> None:
+        queued = self._request_streams.get(request_id)
+        if queued is None or request_id in self._sse_stream_writers:
+            return  # answered, or its stream is open
+        try:
+            queued[0].send_nowait(EventMessage(_OPEN_NOW))
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # messages are queued already: the first of them opens the stream
+
+    def _create_event_data(self, event_message: EventMessage) -> dict[str, Any]:
+        # `_OPEN_NOW` may also trail the message that opened the stream; either way it is only a comment.
+        if event_message.message is _OPEN_NOW:
+            return {"comment": "open"}
+        return super()._create_event_data(event_message)
+
+    def _create_json_response(
+        self,
+        response_message: JSONRPCMessage | None,
+        status_code: HTTPStatus = HTTPStatus.OK,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        request_id = _LAZY.get()
+        if request_id is None or response_message is None or isinstance(response_message, _ANSWERS):
+            return super()._create_json_response(response_message, status_code, headers)
+        # The SDK's JSON branch hands over the first message the request produced, and it was not the answer.
+        return self._stream_opening_with(request_id, response_message)
+
+    def _stream_opening_with(self, request_id: str, first: JSONRPCMessage) -> Response:
+        """An SSE stream for a request served by the SDK's JSON branch: `first`, then the rest of what the SDK's
+        router queues for the request, up to its answer (the SDK's own writer)."""
+        queued = self._request_streams.get(request_id)
+        if queued is None:  # the session was terminated meanwhile; the SDK's own answer to that
+            return self._create_error_response(
+                "Session terminated before the request completed", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+            )
+        pending = queued[1]
+        writer, reader = anyio.create_memory_object_stream[dict[str, Any]](0)
+        self._sse_stream_writers[request_id] = writer
+        self._opened.add(request_id)
+        stream = EventSourceResponse(
+            content=reader,
+            data_sender_callable=partial(
+                self._run_sse_writer, request_id, writer, pending, self._create_event_data(EventMessage(first))
+            ),
+            headers={
+                "Cache-Control": "no-cache, no-transform",
+                "Connection": "keep-alive",
+                "Content-Type": CONTENT_TYPE_SSE,
+                **({MCP_SESSION_ID_HEADER: self.mcp_session_id} if self.mcp_session_id else {}),
+            },
+        )
+
+        async def ended() -> None:
+            # The SDK's writer cleans up as it ends, unless it was cancelled before it began.
+            await reader.aclose()
+            self._sse_stream_writers.pop(request_id, None)
+            await super(_AdaptiveTransport, self)._clean_up_memory_streams(request_id)
+
+        return _Finally(stream, ended)
+
+    async def _clean_up_memory_streams(self, request_id: RequestId) -> None:
+        if request_id in self._opened:  # the SDK's JSON branch, done with a request whose stream is open
+            self._opened.discard(str(request_id))
+            return
+        await super()._clean_up_memory_streams(request_id)
+
+
+class _Finally(Response):
+    """A response, and what must run once it has been sent or abandoned."""
+
+    def __init__(self, response: Response, then: Callable[[], Awaitable[None]]) -> None:
+        self._response = response
+        self._then = then
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._response(scope, receive, send)
+        finally:
+            await self._then()
 
 
 class AdaptiveSessionManager(StreamableHTTPSessionManager):
@@ -152,8 +284,8 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             return
         received = await _whole_body(receive)
         message = _parsed(b"".join(m.get("body", b"") for m in received))
-        chosen = may_stream(message, self._backend_may_log, modern=True)
-        with _answered(scope, streams=chosen):
+        chosen = _may_stream(message, self._backend_may_log)
+        with _answered(scope, streams=chosen, as_json=not chosen):
             if chosen:  # the SDK streams it, and ends it when the client goes away
                 await super()._handle_request(scope, _replaying(received, receive), send)
                 return
@@ -170,8 +302,17 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             configured = transport.__dict__.pop("is_json_response_enabled", False)
             transport.__class__ = _AdaptiveTransport
             transport.is_json_response_enabled = configured
-            transport.backend_may_log = self._backend_may_log  # type: ignore[attr-defined]
+            transport._opened = set()  # type: ignore[attr-defined]
         return transport
+
+
+def _request_id(message: Any) -> str | None:
+    """The key the SDK files a request's streams under, for a body that is one request with a plain id."""
+    if isinstance(message, dict) and isinstance(message.get("method"), str):
+        request_id = message.get("id")
+        if type(request_id) in (int, str):
+            return str(request_id)
+    return None
 
 
 def _is_modern(scope: Scope) -> bool:

@@ -403,6 +403,8 @@ class MasterServer:
 
             return _for_era(ctx, await self.rounds.start(self._tg, principal.key, timeout, call))
         owner = FrontCall(ctx, self.fronts.of(ctx, principal.key))
+        if not owner.streams:  # a request that can carry nothing but its answer gets no progress either
+            progress = None
         started = time.perf_counter()
         logger.debug("%s -> server %s", method, route.server_id)
         try:

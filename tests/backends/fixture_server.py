@@ -170,9 +170,11 @@ async def log_lines(tag: str, ctx: Context) -> str:
     return f"logged {tag}"
 
 
-@mcp.tool(description="Report progress three times.")
-async def progress(ctx: Context) -> str:
+@mcp.tool(description="Report progress three times, `pause` seconds apart.")
+async def progress(ctx: Context, pause: float = 0) -> str:
     for step in range(1, 4):
+        if step > 1:
+            await anyio.sleep(pause)
         await ctx.report_progress(step, 3, f"step {step}")
     return "done"
 
