@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -51,70 +52,106 @@ def _cpu_figure(pid: int | None, before: float, calls: int) -> dict[str, float]:
     return {"cpu_ms_per_call": (_cpu(pid) - before) * 1000 / max(calls, 1)} if pid is not None else {}
 
 
-async def sequential(
-    target: Any, tool: str, calls: int, warmup: int, mode: str, budget_s: float, pid_of: PidOf = None
-) -> dict[str, float]:
-    """`calls` echo calls one after another on one session (fewer when `budget_s` runs out first)."""
-    latencies: list[float] = []
-    async with Client(target, mode=mode) as client:
-        await _warm(client, tool, warmup)
-        pid = pid_of() if pid_of else None
-        cpu, own = _cpu(pid), time.process_time()
+class Turns:
+    """Sequential echo calls on one session, made in blocks: the subjects of a case take their blocks in turn, so
+    a machine whose speed drifts within a round weighs on each of them alike."""
+
+    def __init__(self, target: Any, tool: str, mode: str, pid_of: PidOf = None) -> None:
+        self.target, self.tool, self.mode, self.pid_of = target, tool, mode, pid_of
+        self.latencies: list[float] = []
+        self.elapsed = self.cpu = self.own_cpu = 0.0
+        self.failure: Exception | None = None
+        self._client: Client | None = None
+        self._pid: int | None = None
+
+    async def open(self, stack: AsyncExitStack, warmup: int) -> None:
+        self._client = await stack.enter_async_context(Client(self.target, mode=self.mode))
+        await _warm(self._client, self.tool, warmup)
+        self._pid = self.pid_of() if self.pid_of else None
+
+    async def block(self, calls: int) -> None:
+        assert self._client is not None
+        cpu, own = _cpu(self._pid), time.process_time()
         start = time.perf_counter()
-        deadline = start + budget_s
         for i in range(calls):
             t0 = time.perf_counter()
-            result = await client.call_tool(tool, {"text": str(i)})
-            latencies.append(time.perf_counter() - t0)
+            result = await self._client.call_tool(self.tool, {"text": str(i)})
+            self.latencies.append(time.perf_counter() - t0)
             if result.is_error:
-                raise RuntimeError(f"{tool} failed: {result.content}")
-            if t0 > deadline:
-                break
-        elapsed = time.perf_counter() - start
-        used = _cpu_figure(pid, cpu, len(latencies))
-        used["client_cpu_ms_per_call"] = (time.process_time() - own) * 1000 / len(latencies)
-    return {**latency_figures(latencies, elapsed, len(latencies)), **used}
+                raise RuntimeError(f"{self.tool} failed: {result.content}")
+        self.elapsed += time.perf_counter() - start
+        self.cpu += _cpu(self._pid) - cpu
+        self.own_cpu += time.process_time() - own
+
+    def figures(self) -> dict[str, float]:
+        calls = len(self.latencies)
+        used = {"cpu_ms_per_call": self.cpu * 1000 / calls} if self._pid is not None else {}
+        used["client_cpu_ms_per_call"] = self.own_cpu * 1000 / calls
+        return {**latency_figures(self.latencies, self.elapsed, calls), **used}
 
 
-async def concurrent(
-    url: str, tool: str, sessions: int, calls: int, budget_s: float, pid: int | None = None
+async def sequential(
+    target: Any, tool: str, calls: int, warmup: int, mode: str, pid_of: PidOf = None
 ) -> dict[str, float]:
-    """`sessions` sessions at once, each making `calls` sequential calls; errors are counted, not raised."""
-    latencies: list[float] = []
-    errors = 0
-    clients = [Client(url, mode=LEGACY) for _ in range(sessions)]
-    opened: list[Client] = []
-    try:
-        for client in clients:
-            opened.append(await client.__aenter__())
-        for client in opened:
-            await _warm(client, tool, 2)
-        cpu = _cpu(pid)
-        start = time.perf_counter()
-        deadline = start + budget_s
+    """`calls` echo calls one after another on one session, in one block."""
+    async with AsyncExitStack() as stack:
+        turns = Turns(target, tool, mode, pid_of)
+        await turns.open(stack, warmup)
+        await turns.block(calls)
+        return turns.figures()
 
+
+class Crowd:
+    """`sessions` sessions at once, each making sequential calls, in blocks taken in turn as with `Turns`; errors
+    are counted, not raised."""
+
+    def __init__(self, target: Any, tool: str, sessions: int, pid_of: PidOf = None) -> None:
+        self.target, self.tool, self.sessions, self.pid_of = target, tool, sessions, pid_of
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.elapsed = self.cpu = 0.0
+        self._clients: list[Client] = []
+        self._pid: int | None = None
+
+    async def open(self, stack: AsyncExitStack, warmup: int) -> None:
+        for _ in range(self.sessions):
+            self._clients.append(await stack.enter_async_context(Client(self.target, mode=LEGACY)))
+        for client in self._clients:
+            await _warm(client, self.tool, 2)
+        self._pid = self.pid_of() if self.pid_of else None
+
+    async def block(self, calls: int) -> None:
         async def one(client: Client, index: int) -> None:
-            nonlocal errors
             for i in range(calls):
                 t0 = time.perf_counter()
                 try:
-                    result = await client.call_tool(tool, {"text": f"{index}:{i}"})
-                    errors += 1 if result.is_error else 0
+                    result = await client.call_tool(self.tool, {"text": f"{index}:{i}"})
+                    self.errors += 1 if result.is_error else 0
                 except Exception:
-                    errors += 1
-                latencies.append(time.perf_counter() - t0)
-                if t0 > deadline:
-                    break
+                    self.errors += 1
+                self.latencies.append(time.perf_counter() - t0)
 
+        cpu = _cpu(self._pid)
+        start = time.perf_counter()
         async with anyio.create_task_group() as tg:
-            for index, client in enumerate(opened):
+            for index, client in enumerate(self._clients):
                 tg.start_soon(one, client, index)
-        elapsed = time.perf_counter() - start
-        used = _cpu_figure(pid, cpu, len(latencies))
-    finally:
-        for client in reversed(opened):
-            await client.__aexit__(None, None, None)
-    return {**latency_figures(latencies, elapsed, len(latencies)), "errors": errors, **used}
+        self.elapsed += time.perf_counter() - start
+        self.cpu += _cpu(self._pid) - cpu
+
+    def figures(self) -> dict[str, float]:
+        calls = len(self.latencies)
+        used = {"cpu_ms_per_call": self.cpu * 1000 / calls} if self._pid is not None else {}
+        return {**latency_figures(self.latencies, self.elapsed, calls), "errors": self.errors, **used}
+
+
+async def concurrent(url: str, tool: str, sessions: int, calls: int, pid: int | None = None) -> dict[str, float]:
+    """`sessions` sessions at once, each making `calls` sequential calls, in one block."""
+    async with AsyncExitStack() as stack:
+        crowd = Crowd(url, tool, sessions, (lambda: pid) if pid is not None else None)
+        await crowd.open(stack, 2)
+        await crowd.block(calls)
+        return crowd.figures()
 
 
 async def list_all_tools(client: Client) -> int:

@@ -72,9 +72,9 @@ def summarize(collapsed: Path, top: int) -> None:
 
 async def drive(url: str, tool: str, calls: int, era: str, sessions: int) -> None:
     if sessions > 1:
-        await measure.concurrent(url, tool, sessions, max(1, calls // sessions), 600.0)
+        await measure.concurrent(url, tool, sessions, max(1, calls // sessions))
     else:
-        await measure.sequential(url, tool, calls, 20, era, 600.0)
+        await measure.sequential(url, tool, calls, 20, era)
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,15 @@ async def _row(scenario: str, case: str, subject: str, measure_it: Callable[[], 
         with anyio.fail_after(600):
             row.update(await measure_it())
     except Exception as exc:  # a peer that cannot do something is a finding, not the end of the run
-        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        row["error"] = _describe(exc)
     print(f"  [{scenario}] {case} | {subject}: " + _brief(row), flush=True)
     return row
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _brief(row: Row) -> str:
@@ -91,21 +96,6 @@ def _brief(row: Row) -> str:
         "backend_sessions_all",
     )
     return ", ".join(f"{k}={row[k]:.4g}" for k in keys if k in row)
-
-
-@contextmanager
-def _started(factory: Callable[[], AbstractContextManager[Running]]) -> Iterator[Running | Exception]:
-    """A peer that fails to start yields its exception, so its rows say why instead of ending the run."""
-    try:
-        context = factory()
-        running = context.__enter__()
-    except Exception as exc:
-        yield exc
-        return
-    try:
-        yield running
-    finally:
-        context.__exit__(None, None, None)
 
 
 # ---- 1 and 7: sequential calls on one session ----------------------------------------------------------------------
@@ -133,70 +123,124 @@ async def sequential_calls(s: Settings) -> list[Row]:
     return rows
 
 
-def _seq(s: Settings, target: Any, tool: str, mode: str, pid_of: Any = None) -> Callable[[], Awaitable[dict[str, Any]]]:
-    return lambda: measure.sequential(target, tool, s.calls, s.warmup, mode, s.budget_s, pid_of)
+# A subject of scenarios 1 and 2: its name, what starts it (the target its client connects to, and the pid whose
+# CPU is its figure, if any), and the tool it calls.
+Subject = tuple[str, Callable[[], AbstractContextManager[tuple[Any, Callable[[], int] | None]]], str]
+# Each subject's calls of a round, in this many turns. Fewer for concurrent sessions: each turn ends with the
+# slowest of its sessions, and that tail weighs more on short turns.
+BLOCKS = {"1": 10, "2": 5}
 
 
-async def _through(
-    s: Settings, case: str, subject: str, peer: Callable[[], AbstractContextManager[Running]], tool: str, mode: str
-) -> Row:
-    with _started(peer) as running:
-        if isinstance(running, Exception):
-            return await _row("1", case, subject, _raise(running))
-        return await _row("1", case, subject, _seq(s, running.url, tool, mode, lambda: running.pid))
+@contextmanager
+def _process(start: Callable[[], AbstractContextManager[Running]]) -> Iterator[tuple[Any, Callable[[], int]]]:
+    with start() as running:
+        yield running.url, lambda: running.pid
 
 
-def _raise(exc: Exception) -> Callable[[], Awaitable[dict[str, Any]]]:
-    async def fail() -> dict[str, Any]:
-        raise exc
+@contextmanager
+def _given(target: Any, pid_of: Callable[[], int] | None = None) -> Iterator[tuple[Any, Callable[[], int] | None]]:
+    yield target, pid_of
 
-    return fail
+
+Taker = Callable[[Any, str, Callable[[], int] | None], "measure.Turns | measure.Crowd"]
+
+
+async def _in_turns(
+    s: Settings, scenario: str, case: str, subjects: list[Subject], take: Taker, calls: int
+) -> list[Row]:
+    """Every subject of a case started and connected at once, then their calls made in blocks taken in turn.
+
+    A subject that fails to start or to answer gets an error row (a peer that cannot do something is a finding,
+    not the end of the run); one that runs out of its time budget stops taking turns."""
+    failed: dict[str, Exception] = {}
+    turns: list[tuple[str, measure.Turns | measure.Crowd]] = []
+    with ExitStack() as processes:
+        async with AsyncExitStack() as sessions:
+            for name, start, tool in subjects:
+                try:
+                    target, pid_of = processes.enter_context(start())
+                    turn = take(target, tool, pid_of)
+                    # No time limit of its own: a cancel scope may not end while the session it opened lives on.
+                    await turn.open(sessions, s.warmup)
+                    turns.append((name, turn))
+                except Exception as exc:
+                    failed[name] = exc
+            for _ in range(BLOCKS[scenario]):
+                for name, turn in turns:
+                    if name in failed or turn.elapsed > s.budget_s:
+                        continue
+                    try:
+                        with anyio.fail_after(600):
+                            await turn.block(max(1, calls // BLOCKS[scenario]))
+                    except Exception as exc:
+                        failed[name] = exc
+            figures = {name: turn.figures() for name, turn in turns if name not in failed}
+    rows = []
+    for name, _, _ in subjects:
+        row: Row = {"scenario": scenario, "case": case, "subject": name}
+        if name in figures:
+            row.update(figures[name])
+        else:
+            row["error"] = _describe(failed[name])
+        print(f"  [{scenario}] {case} | {name}: " + _brief(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+async def _sequential(s: Settings, case: str, mode: str, subjects: list[Subject]) -> list[Row]:
+    return await _in_turns(
+        s, "1", case, subjects, lambda target, tool, pid_of: measure.Turns(target, tool, mode, pid_of), s.calls
+    )
 
 
 async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
-    rows = []
     with http_backend() as backend:
-        # A direct row's CPU figure is the backend's own: what one SDK server spends on a call.
-        rows.append(await _row("1", case, "direct", _seq(s, backend.url, "echo", mode, lambda: backend.pid)))
         server = {"id": "b", "type": "http", "url": backend.url}
-        rows.append(await _through(s, case, "master", lambda: http_master(s.workdir, [server]), "b__echo", mode))
+        # A direct row's CPU figure is the backend's own: what one SDK server spends on a call.
+        subjects: list[Subject] = [
+            ("direct", lambda: _given(backend.url, lambda: backend.pid), "echo"),
+            ("master", lambda: _process(lambda: http_master(s.workdir, [server])), "b__echo"),
+        ]
         if mode == LEGACY:  # what the front's event streams cost: the same master answering POSTs with JSON
             json_front = lambda: http_master(s.workdir, [server], "--json-response")  # noqa: E731
-            rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
+            subjects.append(("master --json-response", lambda: _process(json_front), "b__echo"))
         for kind, name in FLOORS:
-            rows.append(await _through(s, case, name, lambda kind=kind: floor(kind, [backend.url]), "echo", mode))
+            subjects.append((name, partial(_process, partial(floor, kind, [backend.url])), "echo"))
         if s.peers:
             for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
-                peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
-                rows.append(await _through(s, case, name, peer, "echo", mode))
-    return rows
+                peer = partial(fastmcp_proxy, [backend.url], shared=shared)
+                subjects.append((name, partial(_process, peer), "echo"))
+        return await _sequential(s, case, mode, subjects)
 
 
 async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
-    rows = []
-    with http_backend() as backend:  # the goal compares with a direct HTTP connection
-        rows.append(await _row("1", case, "direct", _seq(s, backend.url, "echo", mode, lambda: backend.pid)))
     stdio = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
-    rows.append(await _row("1", case, "direct (stdio)", _seq(s, stdio, "echo", mode)))
-    rows.append(await _through(s, case, "master", lambda: http_master(s.workdir, [stdio_server("b")]), "b__echo", mode))
-    if mode == LEGACY:
-        json_front = lambda: http_master(s.workdir, [stdio_server("b")], "--json-response")  # noqa: E731
-        rows.append(await _through(s, case, "master --json-response", json_front, "b__echo", mode))
-    rows.append(await _through(s, case, FLOORS[0][1], lambda: floor("sdk", backend_command()), "echo", mode))
-    if s.peers:
-        rows.append(await _through(s, case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo", mode))
-        peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
-        rows.append(await _through(s, case, "FastMCP proxy (shared session)", peer, "echo", mode))
-    return rows
+    with http_backend() as backend:  # the goal compares with a direct HTTP connection
+        subjects: list[Subject] = [
+            ("direct", lambda: _given(backend.url, lambda: backend.pid), "echo"),
+            ("direct (stdio)", lambda: _given(stdio), "echo"),
+            ("master", lambda: _process(lambda: http_master(s.workdir, [stdio_server("b")])), "b__echo"),
+        ]
+        if mode == LEGACY:
+            json_front = lambda: http_master(s.workdir, [stdio_server("b")], "--json-response")  # noqa: E731
+            subjects.append(("master --json-response", lambda: _process(json_front), "b__echo"))
+        subjects.append((FLOORS[0][1], lambda: _process(lambda: floor("sdk", backend_command())), "echo"))
+        if s.peers:
+            subjects.append(("mcp-proxy", lambda: _process(lambda: mcp_proxy(backend_command())), "echo"))
+            peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
+            subjects.append(("FastMCP proxy (shared session)", lambda: _process(peer), "echo"))
+        return await _sequential(s, case, mode, subjects)
 
 
 async def _stdio_stdio(s: Settings, mode: str, case: str) -> list[Row]:
     direct = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
-    rows = [await _row("1", case, "direct", _seq(s, direct, "echo", mode))]
     command, marker = stdio_master_args(s.workdir, [stdio_server("b")])
     through = StdioServerParameters(command=command[0], args=command[1:])
-    rows.append(await _row("1", case, "master", _seq(s, through, "b__echo", mode, lambda: pid_with(marker))))
-    return rows
+    subjects: list[Subject] = [
+        ("direct", lambda: _given(direct), "echo"),
+        ("master", lambda: _given(through, lambda: pid_with(marker)), "b__echo"),
+    ]
+    return await _sequential(s, case, mode, subjects)
 
 
 # ---- 2: concurrent sessions ----------------------------------------------------------------------------------------
@@ -205,40 +249,39 @@ async def _stdio_stdio(s: Settings, mode: str, case: str) -> list[Row]:
 async def concurrent_sessions(s: Settings) -> list[Row]:
     rows: list[Row] = []
 
-    async def through(case: str, subject: str, peer: Callable[[], AbstractContextManager[Running]], tool: str) -> Row:
-        with _started(peer) as running:
-            if isinstance(running, Exception):
-                return await _row("2", case, subject, _raise(running))
-            url, pid = running.url, running.pid
-            return await _row("2", case, subject, lambda: _concurrent(s, url, tool, pid))
+    def crowd(target: Any, tool: str, pid_of: Callable[[], int] | None) -> measure.Crowd:
+        return measure.Crowd(target, tool, s.sessions, pid_of)
 
     case = f"{s.sessions} sessions x {s.session_calls} calls, HTTP front, HTTP backend"
     if s.case in case:
         with http_backend() as backend:
-            rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
             server = {"id": "b", "type": "http", "url": backend.url}
-            rows.append(await through(case, "master", lambda: http_master(s.workdir, [server]), "b__echo"))
+            subjects: list[Subject] = [
+                ("direct", partial(_given, backend.url), "echo"),
+                ("master", partial(_process, partial(http_master, s.workdir, [server])), "b__echo"),
+            ]
             for kind, name in FLOORS:
-                rows.append(await through(case, name, lambda kind=kind: floor(kind, [backend.url]), "echo"))
+                subjects.append((name, partial(_process, partial(floor, kind, [backend.url])), "echo"))
             if s.peers:
                 for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
-                    peer = lambda shared=shared: fastmcp_proxy([backend.url], shared=shared)  # noqa: E731
-                    rows.append(await through(case, name, peer, "echo"))
+                    subjects.append(
+                        (name, partial(_process, partial(fastmcp_proxy, [backend.url], shared=shared)), "echo")
+                    )
+            rows += await _in_turns(s, "2", case, subjects, crowd, s.session_calls)
     case = f"{s.sessions} sessions x {s.session_calls} calls, HTTP front, stdio backend"
     if s.case in case:
         with http_backend() as backend:
-            rows.append(await _row("2", case, "direct", lambda: _concurrent(s, backend.url, "echo")))
-        rows.append(await through(case, "master", lambda: http_master(s.workdir, [stdio_server("b")]), "b__echo"))
-        rows.append(await through(case, FLOORS[0][1], lambda: floor("sdk", backend_command()), "echo"))
-        if s.peers:
-            rows.append(await through(case, "mcp-proxy", lambda: mcp_proxy(backend_command()), "echo"))
-            peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
-            rows.append(await through(case, "FastMCP proxy (shared session)", peer, "echo"))
+            subjects = [
+                ("direct", partial(_given, backend.url), "echo"),
+                ("master", partial(_process, partial(http_master, s.workdir, [stdio_server("b")])), "b__echo"),
+                (FLOORS[0][1], partial(_process, partial(floor, "sdk", backend_command())), "echo"),
+            ]
+            if s.peers:
+                subjects.append(("mcp-proxy", partial(_process, partial(mcp_proxy, backend_command())), "echo"))
+                peer = partial(fastmcp_proxy, backend_command(), shared=True)
+                subjects.append(("FastMCP proxy (shared session)", partial(_process, peer), "echo"))
+            rows += await _in_turns(s, "2", case, subjects, crowd, s.session_calls)
     return rows
-
-
-async def _concurrent(s: Settings, url: str, tool: str, pid: int | None = None) -> dict[str, Any]:
-    return await measure.concurrent(url, tool, s.sessions, s.session_calls, s.budget_s, pid)
 
 
 # ---- 3: a 5,000-tool catalog ---------------------------------------------------------------------------------------
