@@ -47,82 +47,91 @@ def _cpu(pid: int | None) -> float:
     return cpu_seconds(pid) if pid is not None else 0.0
 
 
-def _cpu_figure(pid: int | None, before: float, calls: int) -> dict[str, float]:
-    """CPU ms per call of the gateway process in the middle (nothing for a direct connection)."""
-    return {"cpu_ms_per_call": (_cpu(pid) - before) * 1000 / max(calls, 1)} if pid is not None else {}
+# What a subject may take to connect and warm up, and to answer any one call (a peer that stops answering costs its
+# own row, not the run).
+OPEN_LIMIT_S = 600.0
+# After a block, before its CPU is read: what a process does once it has answered (clean-up, collection) is its own.
+SETTLE_S = 0.05
 
 
-class Turns:
-    """Sequential echo calls on one session, made in blocks: the subjects of a case take their blocks in turn, so
-    a machine whose speed drifts within a round weighs on each of them alike."""
+class _Blocks:
+    """Calls of one subject made in blocks, which the subjects of a case take in turn: a machine whose speed drifts
+    within a round then weighs on each of them alike. Figures add up over the blocks."""
 
-    def __init__(self, target: Any, tool: str, mode: str, pid_of: PidOf = None) -> None:
-        self.target, self.tool, self.mode, self.pid_of = target, tool, mode, pid_of
+    def __init__(self, target: Any, tool: str, mode: str, sessions: int, warmup: int, pid_of: PidOf = None) -> None:
+        self.target, self.tool, self.mode, self.warmup, self.pid_of = target, tool, mode, warmup, pid_of
+        self.sessions = sessions
         self.latencies: list[float] = []
+        self.errors = 0
         self.elapsed = self.cpu = self.own_cpu = 0.0
-        self.failure: Exception | None = None
-        self._client: Client | None = None
+        self._clients: list[Client] = []
         self._pid: int | None = None
 
-    async def open(self, stack: AsyncExitStack, warmup: int) -> None:
-        self._client = await stack.enter_async_context(Client(self.target, mode=self.mode))
-        await _warm(self._client, self.tool, warmup)
-        self._pid = self.pid_of() if self.pid_of else None
+    async def open(self, stack: AsyncExitStack) -> None:
+        for _ in range(self.sessions):
+            client = Client(self.target, mode=self.mode, read_timeout_seconds=OPEN_LIMIT_S)
+            self._clients.append(await stack.enter_async_context(client))
+        with anyio.fail_after(OPEN_LIMIT_S):  # opened after the clients' own task groups, closed before them
+            for client in self._clients:
+                await _warm(client, self.tool, self.warmup)
+            self._pid = self.pid_of() if self.pid_of else None
 
     async def block(self, calls: int) -> None:
-        assert self._client is not None
+        # One untimed call per session first: a connection left idle through the other subjects' turns may have
+        # been closed (keep-alive expiry), and reopening it is not what a call costs.
+        for client in self._clients:
+            await client.call_tool(self.tool, {"text": "again"})
         cpu, own = _cpu(self._pid), time.process_time()
         start = time.perf_counter()
-        for i in range(calls):
-            t0 = time.perf_counter()
-            result = await self._client.call_tool(self.tool, {"text": str(i)})
-            self.latencies.append(time.perf_counter() - t0)
-            if result.is_error:
-                raise RuntimeError(f"{self.tool} failed: {result.content}")
+        await self._calls(calls)
         self.elapsed += time.perf_counter() - start
-        self.cpu += _cpu(self._pid) - cpu
         self.own_cpu += time.process_time() - own
+        await anyio.sleep(SETTLE_S)
+        self.cpu += _cpu(self._pid) - cpu
+
+    async def _calls(self, calls: int) -> None:
+        raise NotImplementedError
 
     def figures(self) -> dict[str, float]:
         calls = len(self.latencies)
         used = {"cpu_ms_per_call": self.cpu * 1000 / calls} if self._pid is not None else {}
         used["client_cpu_ms_per_call"] = self.own_cpu * 1000 / calls
-        return {**latency_figures(self.latencies, self.elapsed, calls), **used}
+        return {**latency_figures(self.latencies, self.elapsed, calls), "errors": self.errors, **used}
 
 
-async def sequential(
-    target: Any, tool: str, calls: int, warmup: int, mode: str, pid_of: PidOf = None
-) -> dict[str, float]:
-    """`calls` echo calls one after another on one session, in one block."""
-    async with AsyncExitStack() as stack:
-        turns = Turns(target, tool, mode, pid_of)
-        await turns.open(stack, warmup)
-        await turns.block(calls)
-        return turns.figures()
+class Turns(_Blocks):
+    """Sequential echo calls on one session; a failed call ends the subject's measurement."""
+
+    def __init__(self, target: Any, tool: str, mode: str, warmup: int, pid_of: PidOf = None) -> None:
+        super().__init__(target, tool, mode, 1, warmup, pid_of)
+
+    async def _calls(self, calls: int) -> None:
+        (client,) = self._clients
+        for i in range(calls):
+            t0 = time.perf_counter()
+            result = await client.call_tool(self.tool, {"text": str(i)})
+            self.latencies.append(time.perf_counter() - t0)
+            if result.is_error:
+                raise RuntimeError(f"{self.tool} failed: {result.content}")
 
 
-class Crowd:
-    """`sessions` sessions at once, each making sequential calls, in blocks taken in turn as with `Turns`; errors
-    are counted, not raised."""
+class Crowd(_Blocks):
+    """`sessions` handshake-era sessions at once, each making sequential calls; errors are counted, not raised.
+
+    A block ends when its first session has made its calls: the others finish the call they are in and stop, so
+    a block's tail (sessions still running while the rest are done) is at most one call each."""
 
     def __init__(self, target: Any, tool: str, sessions: int, pid_of: PidOf = None) -> None:
-        self.target, self.tool, self.sessions, self.pid_of = target, tool, sessions, pid_of
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.elapsed = self.cpu = 0.0
-        self._clients: list[Client] = []
-        self._pid: int | None = None
+        super().__init__(target, tool, LEGACY, sessions, 2, pid_of)
 
-    async def open(self, stack: AsyncExitStack, warmup: int) -> None:
-        for _ in range(self.sessions):
-            self._clients.append(await stack.enter_async_context(Client(self.target, mode=LEGACY)))
-        for client in self._clients:
-            await _warm(client, self.tool, 2)
-        self._pid = self.pid_of() if self.pid_of else None
+    async def _calls(self, calls: int) -> None:
+        done = False
 
-    async def block(self, calls: int) -> None:
         async def one(client: Client, index: int) -> None:
+            nonlocal done
             for i in range(calls):
+                if done:
+                    return
                 t0 = time.perf_counter()
                 try:
                     result = await client.call_tool(self.tool, {"text": f"{index}:{i}"})
@@ -130,28 +139,30 @@ class Crowd:
                 except Exception:
                     self.errors += 1
                 self.latencies.append(time.perf_counter() - t0)
+            done = True
 
-        cpu = _cpu(self._pid)
-        start = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for index, client in enumerate(self._clients):
                 tg.start_soon(one, client, index)
-        self.elapsed += time.perf_counter() - start
-        self.cpu += _cpu(self._pid) - cpu
 
-    def figures(self) -> dict[str, float]:
-        calls = len(self.latencies)
-        used = {"cpu_ms_per_call": self.cpu * 1000 / calls} if self._pid is not None else {}
-        return {**latency_figures(self.latencies, self.elapsed, calls), "errors": self.errors, **used}
+
+async def _once(blocks: _Blocks, calls: int) -> dict[str, float]:
+    async with AsyncExitStack() as stack:
+        await blocks.open(stack)
+        await blocks.block(calls)
+        return blocks.figures()
+
+
+async def sequential(
+    target: Any, tool: str, calls: int, warmup: int, mode: str, pid_of: PidOf = None
+) -> dict[str, float]:
+    """`calls` echo calls one after another on one session, in one block."""
+    return await _once(Turns(target, tool, mode, warmup, pid_of), calls)
 
 
 async def concurrent(url: str, tool: str, sessions: int, calls: int, pid: int | None = None) -> dict[str, float]:
     """`sessions` sessions at once, each making `calls` sequential calls, in one block."""
-    async with AsyncExitStack() as stack:
-        crowd = Crowd(url, tool, sessions, (lambda: pid) if pid is not None else None)
-        await crowd.open(stack, 2)
-        await crowd.block(calls)
-        return crowd.figures()
+    return await _once(Crowd(url, tool, sessions, (lambda: pid) if pid is not None else None), calls)
 
 
 async def list_all_tools(client: Client) -> int:

@@ -148,33 +148,51 @@ Taker = Callable[[Any, str, Callable[[], int] | None], "measure.Turns | measure.
 async def _in_turns(
     s: Settings, scenario: str, case: str, subjects: list[Subject], take: Taker, calls: int
 ) -> list[Row]:
-    """Every subject of a case started and connected at once, then their calls made in blocks taken in turn.
+    """Every subject of a case started, then connected, before any is timed; then their calls made in blocks
+    taken in turn.
 
-    A subject that fails to start or to answer gets an error row (a peer that cannot do something is a finding,
-    not the end of the run); one that runs out of its time budget stops taking turns."""
+    A subject that fails to start, to connect or to answer gets an error row (a peer that cannot do something is
+    a finding, not the end of the run). A slow one takes every turn too, with smaller blocks, so that it still
+    fits its time budget."""
     failed: dict[str, Exception] = {}
-    turns: list[tuple[str, measure.Turns | measure.Crowd]] = []
-    with ExitStack() as processes:
-        async with AsyncExitStack() as sessions:
+    figures: dict[str, dict[str, float]] = {}
+    blocks = BLOCKS[scenario]
+    try:
+        with ExitStack() as processes:
+            started: list[tuple[str, Any, Callable[[], int] | None, str]] = []
             for name, start, tool in subjects:
                 try:
-                    target, pid_of = processes.enter_context(start())
-                    turn = take(target, tool, pid_of)
-                    # No time limit of its own: a cancel scope may not end while the session it opened lives on.
-                    await turn.open(sessions, s.warmup)
-                    turns.append((name, turn))
+                    started.append((name, *processes.enter_context(start()), tool))
                 except Exception as exc:
                     failed[name] = exc
-            for _ in range(BLOCKS[scenario]):
-                for name, turn in turns:
-                    if name in failed or turn.elapsed > s.budget_s:
-                        continue
+            async with AsyncExitStack() as sessions:
+                turns: list[tuple[str, measure.Turns | measure.Crowd]] = []
+                for name, target, pid_of, tool in started:
+                    turn = take(target, tool, pid_of)
                     try:
-                        with anyio.fail_after(600):
-                            await turn.block(max(1, calls // BLOCKS[scenario]))
+                        await turn.open(sessions)
+                        turns.append((name, turn))
                     except Exception as exc:
                         failed[name] = exc
-            figures = {name: turn.figures() for name, turn in turns if name not in failed}
+                size = {name: max(1, calls // blocks) for name, _ in turns}
+                for _ in range(blocks):
+                    for name, turn in turns:
+                        if name in failed:
+                            continue
+                        try:
+                            with anyio.fail_after(measure.OPEN_LIMIT_S):
+                                await turn.block(size[name])
+                        except Exception as exc:
+                            failed[name] = exc
+                            continue
+                        # The block size that, at this pace, fits all its turns into its time budget.
+                        pace = len(turn.latencies) / turn.elapsed
+                        size[name] = max(1, min(size[name], int(pace * s.budget_s / blocks)))
+                figures = {name: turn.figures() for name, turn in turns if name not in failed}
+    except Exception as exc:  # closing a session or a process: the figures are taken already
+        for name, _, _ in subjects:
+            if name not in figures:
+                failed.setdefault(name, exc)
     rows = []
     for name, _, _ in subjects:
         row: Row = {"scenario": scenario, "case": case, "subject": name}
@@ -188,9 +206,10 @@ async def _in_turns(
 
 
 async def _sequential(s: Settings, case: str, mode: str, subjects: list[Subject]) -> list[Row]:
-    return await _in_turns(
-        s, "1", case, subjects, lambda target, tool, pid_of: measure.Turns(target, tool, mode, pid_of), s.calls
-    )
+    def turns(target: Any, tool: str, pid_of: Callable[[], int] | None) -> measure.Turns:
+        return measure.Turns(target, tool, mode, s.warmup, pid_of)
+
+    return await _in_turns(s, "1", case, subjects, turns, s.calls)
 
 
 async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
