@@ -289,11 +289,14 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             if chosen:  # the SDK streams it, and ends it when the client goes away
                 await super()._handle_request(scope, _replaying(received, receive), send)
                 return
-            # A 2026-07-28 client cancels a request by closing it; answered in-line, the SDK would not notice.
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await super()._handle_request(scope, _replaying(received, receive), send)
-                tg.cancel_scope.cancel()
+            # A 2026-07-28 client cancels a request by closing it; answered in-line, the SDK would not notice. The
+            # watcher is a bare task rather than a task group's: it is on every such request, and it only cancels.
+            with anyio.CancelScope() as served:
+                watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, served))
+                try:
+                    await super()._handle_request(scope, _replaying(received, receive), send)
+                finally:
+                    watcher.cancel()
 
     def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
@@ -328,8 +331,11 @@ def _accepts_streams(scope: Scope) -> bool:
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     # The body has been read already: what `receive` gives now is the client going away.
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # the server could not tell: the request is served to its end
+        return
     scope.cancel()
 
 
