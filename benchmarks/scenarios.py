@@ -126,8 +126,8 @@ async def sequential_calls(s: Settings) -> list[Row]:
 # A subject of scenarios 1 and 2: its name, what starts it (the target its client connects to, and the pid whose
 # CPU is its figure, if any), and the tool it calls.
 Subject = tuple[str, Callable[[], AbstractContextManager[tuple[Any, Callable[[], int] | None]]], str]
-# Each subject's calls of a round, in this many turns. Fewer for concurrent sessions: each turn ends with the
-# slowest of its sessions, and that tail weighs more on short turns.
+# Each subject's calls of a round, in this many turns. Fewer for concurrent sessions: each turn has a tail (its
+# sessions finishing the call they are in), which weighs more on short turns.
 BLOCKS = {"1": 10, "2": 5}
 
 
@@ -217,12 +217,12 @@ async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
         server = {"id": "b", "type": "http", "url": backend.url}
         # A direct row's CPU figure is the backend's own: what one SDK server spends on a call.
         subjects: list[Subject] = [
-            ("direct", lambda: _given(backend.url, lambda: backend.pid), "echo"),
-            ("master", lambda: _process(lambda: http_master(s.workdir, [server])), "b__echo"),
+            ("direct", partial(_given, backend.url, lambda: backend.pid), "echo"),
+            ("master", partial(_process, partial(http_master, s.workdir, [server])), "b__echo"),
         ]
         if mode == LEGACY:  # what the front's event streams cost: the same master answering POSTs with JSON
-            json_front = lambda: http_master(s.workdir, [server], "--json-response")  # noqa: E731
-            subjects.append(("master --json-response", lambda: _process(json_front), "b__echo"))
+            json_front = partial(http_master, s.workdir, [server], "--json-response")
+            subjects.append(("master --json-response", partial(_process, json_front), "b__echo"))
         for kind, name in FLOORS:
             subjects.append((name, partial(_process, partial(floor, kind, [backend.url])), "echo"))
         if s.peers:
@@ -236,18 +236,18 @@ async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
     stdio = StdioServerParameters(command=sys.executable, args=backend_command()[1:])
     with http_backend() as backend:  # the goal compares with a direct HTTP connection
         subjects: list[Subject] = [
-            ("direct", lambda: _given(backend.url, lambda: backend.pid), "echo"),
-            ("direct (stdio)", lambda: _given(stdio), "echo"),
-            ("master", lambda: _process(lambda: http_master(s.workdir, [stdio_server("b")])), "b__echo"),
+            ("direct", partial(_given, backend.url, lambda: backend.pid), "echo"),
+            ("direct (stdio)", partial(_given, stdio), "echo"),
+            ("master", partial(_process, partial(http_master, s.workdir, [stdio_server("b")])), "b__echo"),
         ]
         if mode == LEGACY:
-            json_front = lambda: http_master(s.workdir, [stdio_server("b")], "--json-response")  # noqa: E731
-            subjects.append(("master --json-response", lambda: _process(json_front), "b__echo"))
-        subjects.append((FLOORS[0][1], lambda: _process(lambda: floor("sdk", backend_command())), "echo"))
+            json_front = partial(http_master, s.workdir, [stdio_server("b")], "--json-response")
+            subjects.append(("master --json-response", partial(_process, json_front), "b__echo"))
+        subjects.append((FLOORS[0][1], partial(_process, partial(floor, "sdk", backend_command())), "echo"))
         if s.peers:
-            subjects.append(("mcp-proxy", lambda: _process(lambda: mcp_proxy(backend_command())), "echo"))
-            peer = lambda: fastmcp_proxy(backend_command(), shared=True)  # noqa: E731
-            subjects.append(("FastMCP proxy (shared session)", lambda: _process(peer), "echo"))
+            subjects.append(("mcp-proxy", partial(_process, partial(mcp_proxy, backend_command())), "echo"))
+            peer = partial(fastmcp_proxy, backend_command(), shared=True)
+            subjects.append(("FastMCP proxy (shared session)", partial(_process, peer), "echo"))
         return await _sequential(s, case, mode, subjects)
 
 
@@ -256,8 +256,8 @@ async def _stdio_stdio(s: Settings, mode: str, case: str) -> list[Row]:
     command, marker = stdio_master_args(s.workdir, [stdio_server("b")])
     through = StdioServerParameters(command=command[0], args=command[1:])
     subjects: list[Subject] = [
-        ("direct", lambda: _given(direct), "echo"),
-        ("master", lambda: _given(through, lambda: pid_with(marker)), "b__echo"),
+        ("direct", partial(_given, direct), "echo"),
+        ("master", partial(_given, through, lambda: pid_with(marker)), "b__echo"),
     ]
     return await _sequential(s, case, mode, subjects)
 
@@ -311,27 +311,8 @@ TOOLS_EACH = 250
 
 @contextmanager
 def _many_http_backends(count: int, *extra: str) -> Iterator[list[Running]]:
-    with _Stack() as stack:
-        yield [stack.enter(http_backend(*extra)) for _ in range(count)]
-
-
-class _Stack:
-    """Enter many context managers; leave them all (in parallel would be nicer; in order is enough)."""
-
-    def __init__(self) -> None:
-        self._exits: list[AbstractContextManager[Any]] = []
-
-    def enter(self, context: AbstractContextManager[Running]) -> Running:
-        running = context.__enter__()
-        self._exits.append(context)
-        return running
-
-    def __enter__(self) -> _Stack:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        while self._exits:
-            self._exits.pop().__exit__(None, None, None)
+    with ExitStack() as stack:
+        yield [stack.enter_context(http_backend(*extra)) for _ in range(count)]
 
 
 async def big_catalog(s: Settings) -> list[Row]:
