@@ -22,6 +22,7 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from master_mcp import runtime
 from master_mcp.app import create_app
 from master_mcp.config import MasterConfig, parse_config
 from master_mcp.server import MasterServer
@@ -245,7 +246,7 @@ async def serve_master(
     settings = config.master.model_copy(update={"base_url": base_url or f"http://127.0.0.1:{port}", "port": port})
     master = MasterServer(config.model_copy(update={"master": settings}))
     app = create_app(master, stateless=stateless, json_response=json_response)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, **runtime.UVICORN))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])
         await wait_until(lambda: server.started, timeout=30)

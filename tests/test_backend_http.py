@@ -7,7 +7,9 @@ redirect, an event stream that breaks off and is resumed)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,6 +54,56 @@ async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpB
             assert text(result) == str(i)
         # A connection per call would leave twenty sockets behind (TIME_WAIT); reused, there is no new one.
         assert connections_to(port) - before <= 1
+
+
+@asynccontextmanager
+async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIterator[int]:
+    """A relay to `target_port` that drops a connection whose next request comes after `idle_s` without traffic,
+    unanswered: what a server does whose keep-alive timer fires as the request arrives, made certain."""
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        last = time.monotonic()
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
+            nonlocal last
+            while data := await source.read(65536):
+                if from_client and time.monotonic() - last > idle_s:
+                    break
+                last = time.monotonic()
+                sink.write(data)
+                await sink.drain()
+            writer.close()
+            backend_writer.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(pipe(reader, backend_writer, True), pipe(backend_reader, writer, False))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("kind", ["http", "sse"])
+async def test_an_idle_connection_is_let_go_before_the_backend_closes_it(kind: str, tmp_path: Path) -> None:
+    # The SDK's server (uvicorn) closes an idle connection after 5 s; a relay stands in for it, closing after 4.5 s
+    # only when a request arrives, so that the race the master must not run is lost every time it is run.
+    backend = HttpBackend(sse=kind == "sse")
+    try:
+        port = int(backend.url.split(":")[2].split("/")[0])
+        async with closing_idle_connections(port, idle_s=4.5) as relay_port:
+            url = backend.url.replace(f":{port}/", f":{relay_port}/")
+            server = make_config({"id": "remote", "type": kind, "url": url}).servers[0]
+            async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                assert text(await session.call_tool("echo", {"text": "before"})) == "before"
+                await anyio.sleep(4.8)
+                with anyio.fail_after(10):
+                    assert text(await session.call_tool("echo", {"text": "after"})) == "after"
+    finally:
+        backend.stop()
 
 
 async def test_a_response_that_does_not_end_is_closed_anyway(http_backend: HttpBackend) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,12 +166,34 @@ async def test_serve_answers_health_readiness_and_mcp(config_path: Path) -> None
             assert [s["state"] for s in ready.json()["servers"]] == ["up", "up"]
         async with Client(f"{base}/mcp") as client:
             assert (await client.call_tool("one__echo", {"text": "http"})).content[0].text == "http"  # type: ignore[union-attr]
+        # the parser in C that the package depends on is the one serving (imported only when chosen)
+        assert "/httptools/parser/parser." in await anyio.Path(f"/proc/{process.pid}/maps").read_text()
+        await _idle_connection_is_kept(port, idle_s=5.5)
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is the signal's.
     assert process.returncode in (0, -15), stderr
     assert stderr.count("is up") == 2 and "Application shutdown complete" in stderr
+
+
+async def _idle_connection_is_kept(port: int, idle_s: float) -> None:
+    """A connection idle past the 5 s after which the SDK's client lets its own go still serves: the client, not
+    the master, is the one to close it, so it never sends a request on a connection the master is closing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        for idle in (0.0, idle_s):
+            await anyio.sleep(idle)
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+            assert length is not None
+            await reader.readexactly(int(length.group(1)))
+    finally:
+        writer.close()
 
 
 def test_serve_refuses_a_public_interface_without_the_flag(config_path: Path) -> None:

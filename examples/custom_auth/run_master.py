@@ -13,7 +13,7 @@ import os
 import uvicorn
 from hmac_auth import HmacAuth
 
-from master_mcp import MasterServer, MultiAuthManager, parse_config
+from master_mcp import MasterServer, MultiAuthManager, parse_config, runtime
 from master_mcp.app import create_app
 
 
@@ -38,4 +38,4 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
     master = build(args.backend, os.environ["HMAC_SECRET"], args.port)
-    uvicorn.run(create_app(master), host="127.0.0.1", port=args.port, log_config=None)
+    uvicorn.run(create_app(master), host="127.0.0.1", port=args.port, log_config=None, **runtime.UVICORN)

@@ -13,7 +13,7 @@ from types import FrameType
 import anyio
 import uvicorn
 
-from master_mcp import heap
+from master_mcp import heap, runtime
 from master_mcp.app import create_app, is_loopback
 from master_mcp.auth.crypto import new_key
 from master_mcp.config import ConfigError, MasterConfig, default_config_path, load_config
@@ -70,7 +70,7 @@ class DrainingServer(uvicorn.Server):
         if self._master.draining:  # a second signal: stop now
             super().handle_exit(sig, frame)
             return
-        loop = asyncio.get_event_loop()
+        loop = asyncio.get_running_loop()
 
         async def drain_then_exit() -> None:
             await self._master.drain(SHUTDOWN_GRACE_S)
@@ -94,7 +94,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(master, stateless=args.stateless, json_response=args.json_response)
     # On SIGTERM/SIGINT: stop accepting, give in-flight requests (and open streams) a bounded time, then close.
     settings = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        **runtime.UVICORN,
     )
     server = DrainingServer(settings, master)
     logger.info("serving MCP at http://%s:%d%s", host, port, config.master.path)

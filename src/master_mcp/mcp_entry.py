@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 
-from master_mcp import heap
+from master_mcp import heap, runtime
 from master_mcp.config import default_config_path, load_config
 from master_mcp.logs import setup_logging
 from master_mcp.net import is_loopback
@@ -41,7 +41,12 @@ class MasterEntry(MCPServer):
                 f"refusing to serve on {settings.host} without inbound auth; use `master-mcp serve --allow-remote`"
             )
         uvicorn.run(
-            create_app(master), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+            create_app(master),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+            **runtime.UVICORN,
         )
 
 

@@ -373,6 +373,7 @@ class BackendConnection:
         async with AsyncExitStack() as stack:
             self._forgotten = False
             self._stderr_tail.clear()
+            logger.debug("server %s: connecting over %s", self.server_id, self.server.type)
             transport = open_transport(
                 self.server, self._base_dir, self._auth, self._forget, self.instances, self._stderr_tail
             )

@@ -16,7 +16,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from master_mcp.backends.balancer import Instances
-from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.http_wire import IDLE_CONNECTION_S, HttpWire
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
 from master_mcp.logs import REDACTOR
@@ -58,6 +58,19 @@ def child_stderr(server_id: str, tail: deque[str] | None = None) -> Iterator[Tex
         writer.close()
 
 
+def _sse_http_client(
+    headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: httpx2.Auth | None = None
+) -> httpx2.AsyncClient:
+    # The SDK's client for the legacy SSE transport, with the backend hop's keep-alive: its own 5 s meets the 5 s
+    # after which uvicorn closes an idle connection, and a message POSTed on one as it closes is lost.
+    return httpx2.AsyncClient(
+        headers=headers,
+        timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+        auth=auth,
+        limits=httpx2.Limits(keepalive_expiry=IDLE_CONNECTION_S),
+    )
+
+
 @asynccontextmanager
 async def open_transport(
     server: ServerConfig,
@@ -79,7 +92,9 @@ async def open_transport(
     url = server.endpoint_url
     assert url is not None
     if server.type == "sse":
-        async with sse_client(url, headers=dict(server.headers) or None, auth=auth) as streams:
+        async with sse_client(
+            url, headers=dict(server.headers) or None, auth=auth, httpx_client_factory=_sse_http_client
+        ) as streams:
             yield streams
         return
     async with (
