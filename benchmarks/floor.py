@@ -6,8 +6,9 @@
 `sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
 pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
 manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the same
-HTTP transport the master uses, or stdio), its garbage collector set as the master's. No names, no auth, no
-metrics, no logging, no relay. Its ratio to direct bounds what any gateway on this SDK reaches on this machine.
+HTTP transport the master uses, or stdio), its garbage collector and HTTP server settings as the master's.
+No names, no auth, no metrics, no logging, no relay. Its ratio to direct bounds what any gateway on this SDK
+reaches on this machine.
 `--backend-era auto` lets the backend hop negotiate 2026-07-28 where the backend offers it (the master does not,
 yet): what that change could reach at best. The master's transport speaks only the handshake era, so that hop is
 the SDK's own client on httpx2, its responses read to their end so that connections are reused.
@@ -44,7 +45,7 @@ from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from master_mcp import heap
+from master_mcp import heap, runtime
 from master_mcp.backends.http_wire import HttpWire, shared_tls
 from master_mcp.backends.streamable import streamable_http
 
@@ -140,7 +141,7 @@ async def serve_sdk(port: int, target: list[str], era: str) -> None:
         schemas = {tool["name"]: tool.get("inputSchema") for tool in listed.get("tools", [])}
         manager = StreamableHTTPSessionManager(app=sdk_floor(session, schemas), json_response=True)
         app = Starlette(routes=[Route("/mcp", endpoint=StreamableHTTPASGIApp(manager))])
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, **runtime.UVICORN)
         async with manager.run():
             heap.settle()  # the master's collector settings: the floor must not pay what the master does not
             await uvicorn.Server(config).serve()

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx2
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from benchmarks.procs import cpu_seconds
 
@@ -52,6 +53,7 @@ def _cpu(pid: int | None) -> float:
 OPEN_LIMIT_S = 600.0
 # After a block, before its CPU is read: what a process does once it has answered (clean-up, collection) is its own.
 SETTLE_S = 0.05
+_KEEP_ALIVE = httpx2.Limits(keepalive_expiry=4.0)
 
 
 class _Blocks:
@@ -69,7 +71,17 @@ class _Blocks:
 
     async def open(self, stack: AsyncExitStack) -> None:
         for _ in range(self.sessions):
-            client = Client(self.target, mode=self.mode, read_timeout_seconds=OPEN_LIMIT_S)
+            target = self.target
+            if isinstance(target, str):
+                # The SDK client keeps an idle connection 5 s, as long as an SDK server (the direct subject) does:
+                # a session idle through the other subjects' turns may send its next call on a connection being
+                # closed, and the lost POST ends the client and, through this stack, the case. Letting it go
+                # sooner costs nothing timed: each block starts with an untimed call.
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=300.0), limits=_KEEP_ALIVE)
+                )
+                target = streamable_http_client(target, http_client=http)
+            client = Client(target, mode=self.mode, read_timeout_seconds=OPEN_LIMIT_S)
             self._clients.append(await stack.enter_async_context(client))
         with anyio.fail_after(OPEN_LIMIT_S):  # opened after the clients' own task groups, closed before them
             for client in self._clients:

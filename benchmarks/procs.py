@@ -22,8 +22,10 @@ PEER_FASTMCP = str(ROOT / "benchmarks" / "peer_fastmcp.py")
 FLOOR = str(ROOT / "benchmarks" / "floor.py")
 MASTER = str(Path(sys.executable).with_name("master-mcp"))
 PEERS = ROOT / ".cache" / "bench-peers"
-# The peers pin their own SDK versions: each gets a venv of its own, never the project's.
-PEER_PACKAGES = {"fastmcp": "fastmcp==4.2.3", "mcp-proxy": "mcp-proxy==0.13.0"}
+# The peers pin their own SDK versions: each gets a venv of its own, never the project's. Each also gets the HTTP
+# parser the master serves with, which their uvicorn picks by itself.
+PARSER = "httptools==0.9.0"
+PEER_PACKAGES = {"fastmcp": f"fastmcp==4.2.3 {PARSER}", "mcp-proxy": f"mcp-proxy==0.13.0 {PARSER}"}
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -154,7 +156,7 @@ def peer_python(name: str) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True, timeout=300)
         pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, wanted], check=True, timeout=900)
+        subprocess.run([*pip, *wanted.split()], check=True, timeout=900)
         marker.write_text(wanted)
     return folder / "bin" / "python"
 
@@ -162,7 +164,13 @@ def peer_python(name: str) -> Path:
 @contextmanager
 def fastmcp_proxy(target: list[str], *, shared: bool) -> Iterator[Running]:
     port = free_port()
-    command = [str(peer_python("fastmcp")), PEER_FASTMCP, "--port", str(port), *(["--shared"] if shared else [])]
+    command = [
+        str(peer_python("fastmcp")),
+        PEER_FASTMCP,
+        "--port",
+        str(port),
+        *(["--shared"] if shared else []),
+    ]
     with spawn([*command, "--", *target], f"http://127.0.0.1:{port}/mcp") as running:
         yield running
 
