@@ -164,13 +164,7 @@ def peer_python(name: str) -> Path:
 @contextmanager
 def fastmcp_proxy(target: list[str], *, shared: bool) -> Iterator[Running]:
     port = free_port()
-    command = [
-        str(peer_python("fastmcp")),
-        PEER_FASTMCP,
-        "--port",
-        str(port),
-        *(["--shared"] if shared else []),
-    ]
+    command = [str(peer_python("fastmcp")), PEER_FASTMCP, "--port", str(port), *(["--shared"] if shared else [])]
     with spawn([*command, "--", *target], f"http://127.0.0.1:{port}/mcp") as running:
         yield running
 

@@ -21,7 +21,7 @@ UVICORN: Mapping[str, Any] = MappingProxyType(
     {
         # asyncio, not uvicorn's "auto": with uvloop installed, stdio children would get sockets for stdin and
         # stdout instead of pipes (`> /dev/stdout` fails in a wrapper script) and inherit the master's open
-        # descriptors (uvloop does not close them), for about 0.3 ms of CPU per call (docs/benchmarks.md).
+        # descriptors (uvloop does not close them), to save about 0.3 ms of CPU per call (docs/benchmarks.md).
         "loop": "asyncio",
         # httptools parses HTTP in C where h11 does it in Python: 2,841 -> 2,343 Python calls per forwarded call
         "http": "httptools" if importlib.util.find_spec("httptools") is not None else "h11",
