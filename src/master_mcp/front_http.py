@@ -111,6 +111,13 @@ def _parsed(body: bytes) -> Any:
         return None  # the SDK answers it with its own parse error
 
 
+def _method(message: Any) -> str | None:
+    """The method of a parsed POST body that is one request or notification; None for anything else (a response,
+    a batch, garbage), which the SDK answers in its usual way."""
+    method = message.get("method") if isinstance(message, dict) else None
+    return method if isinstance(method, str) else None
+
+
 def _progress_token(params: Any) -> bool:
     meta = params.get("_meta") if isinstance(params, dict) else None
     return isinstance(meta, dict) and meta.get("progressToken") is not None
@@ -119,7 +126,7 @@ def _progress_token(params: Any) -> bool:
 def _may_stream(message: Any, backend_may_log: Callable[[str, dict[str, Any]], bool]) -> bool:
     """Whether anything but its answer may reach the client while `message` (the parsed body of a 2026-07-28 POST,
     which has no back-channel) is served."""
-    if not isinstance(message, dict) or not isinstance(method := message.get("method"), str):
+    if (method := _method(message)) is None:
         return True  # not a request: the SDK answers whatever this is in its usual way
     params = message.get("params")
     if method not in _FORWARDED or not isinstance(params, dict):
@@ -149,7 +156,7 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
     is_json_response_enabled = _ChosenPerRequest()
 
     def _note_back_channel(self, message: Any) -> None:
-        if isinstance(message, dict) and message.get("method") == "initialize":
+        if _method(message) == "initialize":
             params = message.get("params")
             capabilities = params.get("capabilities") if isinstance(params, dict) else None
             if isinstance(capabilities, dict):
@@ -165,7 +172,7 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         if self._back_channel or request_id is None:
             # A client that can be asked things gets the stream it may be asked on, always; what is not one
             # request (a notification, a response, garbage) gets the SDK's own handling.
-            streams = self._back_channel or not isinstance(message, dict) or not isinstance(message.get("method"), str)
+            streams = self._back_channel or _method(message) is None
             with _answered(scope, streams=streams, as_json=not streams):
                 await super()._handle_post_request(scope, request, receive, send)
             return
@@ -311,7 +318,7 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
 
 def _request_id(message: Any) -> str | None:
     """The key the SDK files a request's streams under, for a body that is one request with a plain id."""
-    if isinstance(message, dict) and isinstance(message.get("method"), str):
+    if _method(message) is not None:
         request_id = message.get("id")
         if type(request_id) in (int, str):
             return str(request_id)
