@@ -20,6 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
@@ -421,3 +423,42 @@ async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs() 
                 with pytest.raises(Exception, match=r"(?i)timed out"):
                     await session.call_tool("echo", {"text": "x"}, read_timeout_seconds=0.5)
                 await hung.closed.wait()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(b"", id="closed-unanswered"),
+        pytest.param(
+            b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"jsonrpc": "2.0", ',
+            id="body-cut-short",
+        ),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-len", id="head-cut-short"),
+    ],
+)
+async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes) -> None:
+    """A connection that breaks under one request (the backend closed it as it was reused, a proxy cut the body)
+    costs that request, not the session: the next call goes out on a new connection of the same session, and
+    nothing is opened again. The scripted server closes the connection once `broken` is written."""
+    calls: list[str] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        message = json.loads(body)
+        words = message["params"]["arguments"]["text"]
+        calls.append(words)
+        if words == "break":
+            return broken
+        return _http("200 OK", {"content-type": "application/json"}, _tool_result(message["id"], words).encode())
+
+    async with scripted(backend_script(call)) as port:
+        config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        async with open_transport(config, Path(".")) as (read, write), ClientSession(read, write) as session:
+            with anyio.fail_after(10):
+                init = await session.initialize()
+                with pytest.raises(MCPError) as lost:
+                    await session.call_tool("echo", {"text": "break"})
+                assert lost.value.error.code == CONNECTION_CLOSED
+                assert "connection failed" in lost.value.error.message
+                assert text(await session.call_tool("echo", {"text": "after"})) == "after"
+    assert calls == ["break", "after"]
+    assert init.server_info.name == "scripted"

@@ -328,6 +328,26 @@ async def test_http_backend_failures_are_clear_errors_and_cost_no_other_call(fau
         assert status == 200 and rows["shaky"]["state"] == "up"
 
 
+async def test_a_request_whose_connection_breaks_costs_that_request_alone(faulty_http: FaultyHttp) -> None:
+    """A body cut short as its connection closes (what a backend closing a reused connection, or a proxy, does):
+    the request is lost, the backend session is not. A read is sent again on a new connection, unnoticed; a tool
+    call is not, since it may not be safe to repeat."""
+    config = make_config({"id": "shaky", "type": "http", "url": faulty_http.url})
+    async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+        lost = await outcome(client, "shaky__cut_json", {})
+        assert_clear_error(lost, "shaky")
+        assert "closed the connection during tools/call" in lost[1]
+        assert await outcome(client, "shaky__echo", {"text": "after"}) == ("ok", "after")
+        for expected in ("read 2", "read 4"):  # the first and third reads are cut: each is sent once more
+            with anyio.fail_after(ANSWER_BOUND_S):
+                read = await client.read_resource("shaky+faulty://flaky")
+            assert isinstance(read.contents[0], types.TextResourceContents)
+            assert read.contents[0].text == expected
+        backend = master.pool.get("shaky")
+        assert backend.connects == 1 and backend.state.value == "up"
+        assert backend.status()["breaker"] == "closed"
+
+
 # ---- 7. 200 concurrent calls while a backend is killed -------------------------------------------------------------
 
 CALLS = 200

@@ -5,9 +5,12 @@ tools/list are correct), which misbehaves on `tools/call`, chosen by the tool's 
 - `http_500`: HTTP 500 with a plain-text body;
 - `bad_json`: HTTP 200, `application/json`, a body that is not JSON;
 - `cut_stream`: an SSE stream that starts, then the connection is closed mid-event;
+- `cut_json`: HTTP 200, `application/json`, a body that ends before its `content-length` as the connection closes;
 - `hang`: never answers (until the client goes away);
 - `slow`: answers properly after `seconds`;
 - `big`: `size` bytes of text (tests/backends/faulty_stdio.py's `pattern`) in one SSE event.
+
+Its one resource, `faulty://flaky`, is read with every other read cut short as `cut_json` is (the first, third, ...).
 
 Run: `faulty_http.py --port PORT` (serves http://127.0.0.1:PORT/mcp).
 """
@@ -28,7 +31,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 SESSION = "faulty-http-session"
-NAMES = ["echo", "http_500", "bad_json", "cut_stream", "hang", "slow", "big"]
+NAMES = ["echo", "http_500", "bad_json", "cut_stream", "cut_json", "hang", "slow", "big"]
+FLAKY = "faulty://flaky"
+reads = 0
 TOOLS = [{"name": name, "description": f"Misbehaves: {name}.", "inputSchema": {"type": "object"}} for name in NAMES]
 
 
@@ -60,6 +65,12 @@ def sse(*chunks: bytes, cut: bool = False) -> Response:
     return StreamingResponse(stream(*chunks, cut=cut), media_type="text/event-stream")
 
 
+def cut_json(mid: Any) -> Response:
+    whole = json.dumps({"jsonrpc": "2.0", "id": mid, "result": text_result("never complete")}).encode()
+    headers = {"content-length": str(len(whole))}
+    return StreamingResponse(stream(whole[:20], cut=True), media_type="application/json", headers=headers)
+
+
 async def call(mid: Any, name: str, arguments: dict[str, Any]) -> Response:
     if name == "echo":
         return sse(event({"jsonrpc": "2.0", "id": mid, "result": text_result(str(arguments.get("text", "")))}))
@@ -67,6 +78,8 @@ async def call(mid: Any, name: str, arguments: dict[str, Any]) -> Response:
         return PlainTextResponse("Internal Server Error", status_code=500)
     if name == "bad_json":
         return Response(b'{"jsonrpc": "2.0", "id": %d, "result": {"content": [' % mid, media_type="application/json")
+    if name == "cut_json":
+        return cut_json(mid)
     if name == "cut_stream":
         progress = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
         half = event({"jsonrpc": "2.0", "id": mid, "result": text_result("never complete")})[:40]
@@ -94,12 +107,20 @@ async def mcp(request: Request) -> Response:
     if method == "initialize":
         result = {
             "protocolVersion": params.get("protocolVersion", "2025-11-25"),
-            "capabilities": {"tools": {}},
+            "capabilities": {"tools": {}, "resources": {}},
             "serverInfo": {"name": "faulty-http", "version": "1"},
         }
         return answer(mid, result, **{"mcp-session-id": SESSION})
     if method == "tools/list":
         return answer(mid, {"tools": TOOLS})
+    if method == "resources/list":
+        return answer(mid, {"resources": [{"uri": FLAKY, "name": "flaky"}]})
+    if method == "resources/read":
+        global reads
+        reads += 1
+        if reads % 2:
+            return cut_json(mid)
+        return answer(mid, {"contents": [{"uri": FLAKY, "text": f"read {reads}"}]})
     if method == "tools/call":
         return await call(mid, str(params.get("name")), params.get("arguments") or {})
     return answer(mid, {})

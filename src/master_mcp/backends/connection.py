@@ -91,7 +91,7 @@ class _Live:
     """What requests go out through while a backend session is initialized (the `ClientSession` itself lives in the
     supervisor's exit stack, answering the backend's own requests and notifications)."""
 
-    dispatcher: JSONRPCDispatcher[Any]
+    dispatcher: _WatchedDispatcher
     version: str
 
 
@@ -110,6 +110,10 @@ class BackendUnavailable(Exception):
 
 class _SessionExpired(Exception):
     pass
+
+
+class _RequestLost(BackendUnavailable):
+    """The connection one request went on broke, and the session is still up (its other requests go on)."""
 
 
 _IDEMPOTENT: Final = frozenset(
@@ -256,10 +260,14 @@ class BackendConnection:
         owner: object,
         idempotent: bool | None,
     ) -> Json:
+        retry = idempotent if idempotent is not None else method in _IDEMPOTENT
         try:
             return await self._request_once(method, params, timeout_s, progress, owner)
+        except _RequestLost:
+            if not retry:
+                raise
+            # Most often a reused connection the backend closed as the request went out: a new one will carry it.
         except _SessionExpired:
-            retry = idempotent if idempotent is not None else method in _IDEMPOTENT
             if not retry:
                 raise BackendUnavailable(
                     f"server {self.server_id!r} lost the session during {method} (it restarted?); reconnecting,"
@@ -267,7 +275,10 @@ class BackendConnection:
                 ) from None
             with anyio.move_on_after(self._connect_timeout):
                 await self._up.wait()
+        try:
             return await self._request_once(method, params, timeout_s, progress, owner)
+        except _SessionExpired:
+            raise BackendUnavailable(f"server {self.server_id!r} lost the session again during {method}") from None
 
     async def _request_once(
         self, method: str, params: Json | None, timeout_s: float | None, progress: ProgressFnT | None, owner: object
@@ -309,10 +320,11 @@ class BackendConnection:
                     self._mark_down("the backend forgot the session (HTTP 404)")
                 raise _SessionExpired from None
             if exc.code == types.CONNECTION_CLOSED:
-                # Not a reason to drop the session: over streamable HTTP it may be just this request's response
-                # stream cut short, and the other calls on the session are fine. A session that is really gone ends
-                # its dispatcher, which the supervisor watches.
-                raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
+                # Over streamable HTTP this may be just this request's connection or response stream cut short, and
+                # the other calls on the session are fine. A session that is really gone ends its dispatcher, which
+                # the supervisor watches.
+                lost = BackendUnavailable if session.dispatcher.ended.is_set() else _RequestLost
+                raise lost(f"server {self.server_id!r} closed the connection during {method}") from None
             # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
             # front client, which must be able to tell which server said it; code and data pass unchanged.
             raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None

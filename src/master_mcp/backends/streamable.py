@@ -54,6 +54,8 @@ _RECONNECT_DELAY_MS: Final = 1000
 _DELETE_WITHIN_S: Final = 5.0
 _MIN_DELAY_S: Final = 0.1
 _MAX_DELAY_S: Final = 60.0
+# Failures where no connection to the backend could be made at all: the backend is gone, not one request.
+_UNREACHABLE: Final = (httpx2.ConnectError, httpx2.ConnectTimeout)
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
@@ -133,8 +135,7 @@ class _Link:
                 else:
                     tg.start_soon(self._request, message, headers, body)
                 continue
-            reply = await self._send("POST", headers, body)
-            await reply.finish()
+            await self._tell(headers, body)
             if isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
                 tg.start_soon(self._listen)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
@@ -143,6 +144,18 @@ class _Link:
                 request_id = cancelled_request_id_from_params(message.params)
                 if request_id is not None and (abandoned := self._posts.get(request_id)) is not None:
                     abandoned.cancel()
+
+    async def _tell(self, headers: dict[str, str], body: bytes) -> None:
+        """POST a message that gets no answer: a notification, or the answer to one of the backend's requests."""
+        try:
+            reply = await self._send("POST", headers, body)
+        except _UNREACHABLE:
+            raise
+        except httpx2.TransportError as exc:
+            # Nothing here waits for an answer, so the message alone is lost; the session goes on.
+            logger.warning("a message to the backend was lost: %s", type(exc).__name__)
+            return
+        await reply.finish()
 
     async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
         with anyio.CancelScope() as scope:
@@ -154,14 +167,21 @@ class _Link:
                     del self._posts[message.id]
 
     async def _post(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
-        reply = await self._send("POST", headers, body)
         try:
-            answer = await self._answer(message, reply)
-        except _Resume as broken:
-            answer = await self._resume(message.id, broken)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await reply.finish()
+            reply = await self._send("POST", headers, body)
+            try:
+                answer = await self._answer(message, reply)
+            except _Resume as broken:
+                answer = await self._resume(message.id, broken)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await reply.finish()
+        except _UNREACHABLE:
+            raise  # nothing got to the backend: it is down, and the session ends with this transport
+        except httpx2.TransportError as exc:
+            # The connection this request went on broke (one the backend closed as it was reused, a body cut
+            # short): the request is lost, the session is not. Its other requests and its stream go on.
+            answer = _error(message.id, CONNECTION_CLOSED, f"the request's connection failed ({type(exc).__name__})")
         if answer is not None:
             await self._deliver(answer)
 
