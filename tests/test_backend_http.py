@@ -462,3 +462,69 @@ async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes) ->
                 assert text(await session.call_tool("echo", {"text": "after"})) == "after"
     assert calls == ["break", "after"]
     assert init.server_info.name == "scripted"
+
+
+@pytest.mark.parametrize("kind", ["http", "sse"])
+async def test_a_message_sent_on_a_connection_being_closed_is_lost_alone(kind: str, tmp_path: Path) -> None:
+    # The relay drops a connection idle for 1 s as its next request arrives; the master keeps them 4 s, so the
+    # call after a pause is lost every time. The session (for SSE: its one event stream) must not go with it.
+    backend = HttpBackend(sse=kind == "sse")
+    try:
+        port = int(backend.url.split(":")[2].split("/")[0])
+        async with closing_idle_connections(port, idle_s=1.0) as relay_port:
+            url = backend.url.replace(f":{port}/", f":{relay_port}/")
+            server = make_config({"id": "remote", "type": kind, "url": url}).servers[0]
+            async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                assert text(await session.call_tool("echo", {"text": "before"})) == "before"
+                await anyio.sleep(1.5)
+                with anyio.fail_after(10):
+                    with pytest.raises(MCPError) as lost:
+                        await session.call_tool("echo", {"text": "lost"})
+                    assert lost.value.error.code == CONNECTION_CLOSED
+                    assert text(await session.call_tool("echo", {"text": "after"})) == "after"
+    finally:
+        backend.stop()
+
+
+async def test_an_sse_result_over_a_mebibyte_arrives_whole(tmp_path: Path) -> None:
+    # One answer is one event; an event limit of the SDK's 1 MiB would fail every larger result.
+    backend = HttpBackend(sse=True)
+    try:
+        server = make_config({"id": "old", "type": "sse", "url": backend.url}).servers[0]
+        words = "0123456789abcdef" * (3 * 2**16)  # 3 MiB
+        async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
+            with anyio.fail_after(30):
+                await session.initialize()
+                assert text(await session.call_tool("echo", {"text": words})) == words
+    finally:
+        backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([b"event: endpoint\ndata: http://127.0.0.2:1/messages?session_id=SECRET\n\n"], "on another origin"),
+        ([b"event: endpoint\ndata: https://127.0.0.1/messages\n\n"], "on another origin"),
+        ([b": a comment\n\n", b"event: message\ndata: {}\n\n"], "ended before it named an endpoint"),
+    ],
+)
+async def test_an_sse_backend_is_posted_to_on_its_own_origin_only(events: list[bytes], expected: str) -> None:
+    """Whatever is POSTed carries the backend's credentials: an endpoint elsewhere is refused before anything is
+    sent, and the error names its origin, never its path or query."""
+    posted: list[str] = []
+
+    async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "GET":  # a stream with these events, which ends as the connection closes
+            return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + b"".join(events)
+        posted.append(path)
+        return _http("202 Accepted", {})
+
+    async with scripted(answer) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        with anyio.fail_after(10), pytest.raises(Exception) as refused:
+            async with open_transport(server, Path(".")):
+                pass
+    message = _innermost(refused.value)
+    assert expected in message and "SECRET" not in message and "messages" not in message
+    assert posted == []

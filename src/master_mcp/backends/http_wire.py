@@ -38,6 +38,8 @@ _MAX_REDIRECTS: Final = 5
 # and its breaker opened). The cost is a new connection after 4 s without a call. A backend that closes sooner
 # (gunicorn's own default is 2 s) still leaves a window of a few milliseconds at its timeout.
 IDLE_CONNECTION_S: Final = 4.0
+# The failures that mean no connection to the backend could be made at all: the backend is gone, not one request.
+UNREACHABLE: Final = (httpx2.ConnectError, httpx2.ConnectTimeout)
 _DRAIN_S: Final = 0.05
 _DRAIN_MAX_BYTES: Final = 64 * 1024
 # aiohttp adds these itself, from the URL and body it is given.
@@ -168,17 +170,27 @@ class HttpWire:
         if self._http is not None:
             await self._http.close()
 
-    async def request(self, method: str, headers: dict[str, str], body: bytes | None = None) -> Reply:
-        """Send one request, answering its credentials' challenges; the caller reads the reply and `finish`es it."""
+    def reach(self, url: URL) -> None:
+        """Let requests go to `url` as well (`request(to=url)`): an address the endpoint named, on its origin."""
+        if url not in self._proxies:
+            self._proxies[url] = proxy_for(url)
+
+    async def request(
+        self, method: str, headers: dict[str, str], body: bytes | None = None, *, to: URL | None = None
+    ) -> Reply:
+        """Send one request to the endpoint (or to `to`, made `reach`able first), answering its credentials'
+        challenges; the caller reads the reply and `finish`es it."""
         merged = {**self._headers, **headers}  # the callers' names are lower case, as the configured ones are made
+        target = self._target if to is None else to
         if self._auth is None:
-            return await self._following(method, self._target, list(merged.items()), body)
-        request = httpx2.Request(method, self._url, headers=merged, content=body)
+            return await self._following(method, target, list(merged.items()), body)
+        address = self._url if to is None else httpx2.URL(str(to))
+        request = httpx2.Request(method, address, headers=merged, content=body)
         flow = self._auth.async_auth_flow(request)
         try:
             request = await flow.__anext__()
             while True:
-                url = self._target if request.url == self._url else URL(str(request.url), encoded=True)
+                url = target if request.url == address else URL(str(request.url), encoded=True)
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
                 reply = await self._following(request.method, url, pairs, request.content)
                 if self._auth.requires_response_body:

@@ -42,7 +42,7 @@ from mcp_types import (
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.http_wire import HttpWire, Reply
+from master_mcp.backends.http_wire import UNREACHABLE, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ _RECONNECT_DELAY_MS: Final = 1000
 _DELETE_WITHIN_S: Final = 5.0
 _MIN_DELAY_S: Final = 0.1
 _MAX_DELAY_S: Final = 60.0
-# Failures where no connection to the backend could be made at all: the backend is gone, not one request.
-_UNREACHABLE: Final = (httpx2.ConnectError, httpx2.ConnectTimeout)
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
@@ -149,7 +147,7 @@ class _Link:
         """POST a message that gets no answer: a notification, or the answer to one of the backend's requests."""
         try:
             reply = await self._send("POST", headers, body)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             raise
         except httpx2.TransportError as exc:
             # Nothing here waits for an answer, so the message alone is lost; the session goes on.
@@ -176,7 +174,7 @@ class _Link:
             finally:
                 with anyio.CancelScope(shield=True):
                     await reply.finish()
-        except _UNREACHABLE:
+        except UNREACHABLE:
             raise  # nothing got to the backend: it is down, and the session ends with this transport
         except httpx2.TransportError as exc:
             # The connection this request went on broke (one the backend closed as it was reused, a body cut

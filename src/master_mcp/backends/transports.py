@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
-from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from master_mcp.backends.balancer import Instances
-from master_mcp.backends.http_wire import IDLE_CONNECTION_S, HttpWire
+from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.legacy_sse import legacy_sse
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
 from master_mcp.logs import REDACTOR
@@ -58,19 +58,6 @@ def child_stderr(server_id: str, tail: deque[str] | None = None) -> Iterator[Tex
         writer.close()
 
 
-def _sse_http_client(
-    headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: httpx2.Auth | None = None
-) -> httpx2.AsyncClient:
-    # The SDK's client for the legacy SSE transport, with the backend hop's keep-alive: its own 5 s meets the 5 s
-    # after which uvicorn closes an idle connection, and a message POSTed on one as it closes is lost.
-    return httpx2.AsyncClient(
-        headers=headers,
-        timeout=timeout or httpx2.Timeout(30.0, read=300.0),
-        auth=auth,
-        limits=httpx2.Limits(keepalive_expiry=IDLE_CONNECTION_S),
-    )
-
-
 @asynccontextmanager
 async def open_transport(
     server: ServerConfig,
@@ -91,16 +78,11 @@ async def open_transport(
         return
     url = server.endpoint_url
     assert url is not None
-    if server.type == "sse":
-        async with sse_client(
-            url, headers=dict(server.headers) or None, auth=auth, httpx_client_factory=_sse_http_client
-        ) as streams:
+    async with HttpWire(url, headers=server.headers, auth=auth, instances=instances) as wire:
+        if server.type == "sse":
+            async with legacy_sse(wire, max_event_bytes=_MAX_SSE_EVENT_BYTES) as streams:
+                yield streams
+            return
+        forgotten = on_forgotten or (lambda: None)
+        async with streamable_http(wire, max_event_bytes=_MAX_SSE_EVENT_BYTES, on_forgotten=forgotten) as streams:
             yield streams
-        return
-    async with (
-        HttpWire(url, headers=server.headers, auth=auth, instances=instances) as wire,
-        streamable_http(
-            wire, max_event_bytes=_MAX_SSE_EVENT_BYTES, on_forgotten=on_forgotten or (lambda: None)
-        ) as streams,
-    ):
-        yield streams
