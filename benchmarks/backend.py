@@ -41,7 +41,6 @@ for number in range(ARGS.tools):
     mcp.add_tool(_trivial(number), name=f"tool_{number:04d}", description=f"Trivial tool number {number}.")
 
 
-@mcp.custom_route("/token", methods=["POST"])
 async def exchange(request: Request) -> JSONResponse:
     form = await request.form()
     subject = str(form.get("subject_token", ""))
@@ -49,6 +48,9 @@ async def exchange(request: Request) -> JSONResponse:
     issued = "urn:ietf:params:oauth:token-type:access_token"
     body = {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "issued_token_type": issued}
     return JSONResponse(body)
+
+
+mcp.custom_route("/token", methods=["POST"])(exchange)  # called, not applied as a decorator: it is untyped
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
@@ -91,6 +93,8 @@ class _Drained(httpx2.AsyncByteStream):
 @asynccontextmanager
 async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSession]:
     async with AsyncExitStack() as stack:
+        read: ReadStream[SessionMessage | Exception]
+        write: WriteStream[SessionMessage]
         if target[0].startswith("http") and era != "auto":
             wire = await stack.enter_async_context(HttpWire(target[0], headers={}, auth=None, instances=None))
             read, write = await stack.enter_async_context(
