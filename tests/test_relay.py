@@ -13,7 +13,18 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import TESTS, HttpBackend, make_config, serve_master, stdio_server, text, wait_until
+from tests.conftest import (
+    FIXTURE,
+    TESTS,
+    HttpBackend,
+    ServerProcess,
+    free_port,
+    make_config,
+    serve_master,
+    stdio_server,
+    text,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -275,6 +286,47 @@ async def test_a_2026_client_answers_through_input_required_rounds(backend: dict
             await client.session.call_tool(
                 "live__ask_llm", {"prompt": "x"}, request_state="forged", allow_input_required=True
             )
+
+
+@pytest.mark.parametrize("when", ["up at the swap", "up later"])
+async def test_a_reloaded_server_gets_the_subscriptions_and_log_level_of_the_old(when: str) -> None:
+    """A reload that changes a server replaces its connection; the new backend session must be told what the front
+    sessions asked of the old one, whether it is up when the reload swaps it in or only comes up afterwards."""
+    first = HttpBackend("--name", "first")
+    second: ServerProcess | None = None
+    port = free_port()
+    url_after = f"http://127.0.0.1:{port}/mcp"
+
+    def start_second() -> ServerProcess:
+        return ServerProcess([sys.executable, FIXTURE, "--http", str(port), "--name", "second"], port)
+
+    try:
+        async with (
+            serve_master(make_config({"id": "live", "type": "http", "url": first.url})) as (master, url),
+            Client(url, mode="legacy") as client,
+        ):
+            await client.subscribe_resource("live+fixture://static")
+            await client.set_logging_level("warning")
+            if when == "up at the swap":
+                second = start_second()
+            await master.reload(make_config({"id": "live", "type": "http", "url": url_after}))
+            assert (master.pool.get("live").state.value == "up") == (when == "up at the swap")
+            if second is None:
+                second = start_second()
+            await wait_until(lambda: master.pool.get("live").state.value == "up", timeout=30)
+
+            async def told() -> dict[str, int]:
+                return dict(json.loads(text(await client.call_tool("live__request_counts", {}))))
+
+            with anyio.fail_after(10):
+                while (await told()).get("logging/setLevel") != 1:  # noqa: ASYNC110 - the backend's own count
+                    await anyio.sleep(0.05)
+            counts = await told()
+            assert counts["subscribe fixture://static"] == 1 and counts["logging/setLevel"] == 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 async def test_subscriptions_survive_a_backend_restart() -> None:

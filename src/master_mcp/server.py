@@ -176,7 +176,6 @@ class MasterServer:
         self._backend_subscriptions: dict[str, int] = {}  # front URI -> how many front sessions subscribed
         self._retired: list[MultiAuthManager] = []
         self.metrics = Metrics(self._metric_state)
-        self._restored: dict[str, int] = {}  # server id -> the connection count its session state was restored at
         self.in_flight = 0  # front requests being served (the middleware counts them)
         self.draining = False
         self._warmed: set[Profile] = set()
@@ -268,6 +267,7 @@ class MasterServer:
             relay=self,
             per_principal=lambda sid: auth.strategy(sid).per_principal,
             on_session=self._send_log_level,
+            on_shared_up=self._restore,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
         )
         enabled = [s.id for s in self.config.servers if s.enabled]
@@ -296,17 +296,11 @@ class MasterServer:
         self._listed -= stale
         for server_id in stale:
             self._listings.pop(server_id, None)
-            self._restored.pop(server_id, None)
         self.catalog.set_servers([s for s in config.servers if s.enabled])
         for server_id in self._delegated & rebuild:
             self._on_listing(server_id, None)
         self._announce(before)
         await self.pool.apply(config, rebuild)
-        for server_id in rebuild:
-            connection = self.pool.connections.get(server_id)
-            if connection is not None and connection.state is BackendState.UP and self._tg is not None:
-                self._restored[server_id] = connection.connects
-                self._tg.start_soon(self._restore, connection)
         logger.info("config reloaded: %s", diff.describe())
         return diff
 
@@ -781,8 +775,8 @@ class MasterServer:
         self._tg.start_soon(deliver)
 
     async def _restore(self, connection: BackendConnection) -> None:
-        """A shared backend came back (a new process, a new session): it knows nothing of what the front sessions
-        asked of the old one. Subscribe again, and ask for the log level again."""
+        """A shared backend session is up (at start, after a reconnect, or in place of one a reload replaced): it
+        knows nothing of what the front sessions asked of the one before. Subscribe again, and set the log level."""
         for uri, count in list(self._backend_subscriptions.items()):
             route = self.catalog.resolve_resource(uri)
             if count > 0 and route is not None and route.server_id == connection.server_id:
@@ -811,10 +805,6 @@ class MasterServer:
         if connection is not None:
             caps = connection.capabilities
             self.catalog.set_capability(server_id, "resources", caps is not None and caps.resources is not None)
-            if listing is not None and connection.connects > 1 and self._restored.get(server_id) != connection.connects:
-                self._restored[server_id] = connection.connects
-                if self._tg is not None:
-                    self._tg.start_soon(self._restore, connection)
         if listing is not None:
             self._listed.add(server_id)
         if server_id in self._delegated:

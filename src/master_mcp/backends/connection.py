@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -180,8 +180,11 @@ class BackendConnection:
         principal: tuple[str, str] | None = None,
         breaker: CircuitBreaker | None = None,
         instances: Instances | None = None,
+        on_up: Callable[[BackendConnection], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.server = server
+        # Told each time a session of this connection is up, to give it what the front sessions asked of the last.
+        self._on_up = on_up
         self.instances = instances
         # A stdio child's last line on stderr: often the reason it exited, shown with the error.
         self._stderr_tail: deque[str] = deque(maxlen=1)
@@ -420,6 +423,8 @@ class BackendConnection:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_on_change)
                 tg.start_soon(_forward_event, dispatcher.ended, lost)
+                if self._on_up is not None:
+                    tg.start_soon(self._on_up, self)
                 await lost.wait()
                 tg.cancel_scope.cancel()
             # Closing the transport can take a moment (a child is given time to exit); calls must not wait on it.

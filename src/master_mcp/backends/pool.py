@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,9 +47,11 @@ class BackendPool:
         on_notification: NotificationSink | None = None,
         relay: RequestRelay | None = None,
         on_session: Callable[[BackendConnection], Awaitable[None]] | None = None,
+        on_shared_up: Callable[[BackendConnection], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.config = config
         self._on_session = on_session
+        self._on_shared_up = on_shared_up
         self._on_listing = on_listing
         self._on_notification = on_notification
         self._relay = relay
@@ -96,6 +98,7 @@ class BackendPool:
             principal=principal,
             breaker=self._breakers[server_id],
             instances=self._instances.get(server_id),
+            on_up=self._on_shared_up if reconnect else None,
         )
 
     @staticmethod
