@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED, JSONRPCNotification
 
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
@@ -61,10 +63,15 @@ async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpB
 @asynccontextmanager
 async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIterator[int]:
     """A relay to `target_port` that drops a connection whose next request comes after `idle_s` without traffic,
-    unanswered: what a server does whose keep-alive timer fires as the request arrives, made certain."""
+    unanswered: what a server does whose keep-alive timer fires as the request arrives, made certain. Once the
+    backend is gone it still accepts connections, and closes them unanswered."""
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        try:
+            backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:  # the backend is gone: the connection is closed unanswered, as a TCP proxy does
+            writer.close()
+            return
         last = time.monotonic()
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
@@ -504,8 +511,10 @@ async def test_an_sse_result_over_a_mebibyte_arrives_whole(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("events", "expected"),
     [
-        ([b"event: endpoint\ndata: http://127.0.0.2:1/messages?session_id=SECRET\n\n"], "on another origin"),
-        ([b"event: endpoint\ndata: https://127.0.0.1/messages\n\n"], "on another origin"),
+        ([b"event: endpoint\ndata: http://127.0.0.2:1/messages?session_id=SECRET\n\n"], "elsewhere than"),
+        ([b"event: endpoint\ndata: https://127.0.0.1/messages\n\n"], "elsewhere than"),
+        ([b"event: endpoint\ndata: //user:SECRET@127.0.0.1:{port}/messages\n\n"], "elsewhere than"),
+        ([b"event: endpoint\ndata: mailto:SECRET\n\n"], "does not hold a URL"),
         ([b": a comment\n\n", b"event: message\ndata: {}\n\n"], "ended before it named an endpoint"),
     ],
 )
@@ -516,7 +525,8 @@ async def test_an_sse_backend_is_posted_to_on_its_own_origin_only(events: list[b
 
     async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         if method == "GET":  # a stream with these events, which ends as the connection closes
-            return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + b"".join(events)
+            sent = b"".join(events).replace(b"{port}", headers["host"].split(":")[1].encode())
+            return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + sent
         posted.append(path)
         return _http("202 Accepted", {})
 
@@ -528,3 +538,71 @@ async def test_an_sse_backend_is_posted_to_on_its_own_origin_only(events: list[b
     message = _innermost(refused.value)
     assert expected in message and "SECRET" not in message and "messages" not in message
     assert posted == []
+
+
+def _sse_backend(endpoint: bytes, post_status: str, posted: list[tuple[str, bytes]]) -> Handler:
+    """A scripted HTTP+SSE backend: its stream names `endpoint` and stays open; every POST is recorded (path and
+    body) and answered with `post_status`; nothing ever comes on the stream."""
+
+    async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "GET":
+            opening = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\ndata: "
+            held = Held(opening + endpoint + b"\n\n")
+            held.closed = anyio.Event()
+            return held
+        posted.append((path, body))
+        return _http(post_status, {})
+
+    return answer
+
+
+async def test_an_sse_endpoint_is_posted_to_exactly_as_named() -> None:
+    # A query signed over its bytes (%2F is not /) must reach the backend as the backend wrote it.
+    posted: list[tuple[str, bytes]] = []
+    endpoint = b"/messages/?session_id=abc&sig=a%2Fb%3D"
+    async with scripted(_sse_backend(endpoint, "202 Accepted", posted)) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        async with open_transport(server, Path(".")) as (_, write):
+            with anyio.fail_after(10):
+                await write.send(SessionMessage(JSONRPCNotification(jsonrpc="2.0", method="notifications/x")))
+                while not posted:  # noqa: ASYNC110 - the scripted backend's own record
+                    await anyio.sleep(0.01)
+    assert posted[0][0] == endpoint.decode()
+
+
+async def test_an_sse_backend_that_forgets_the_session_ends_it() -> None:
+    # A 404 to a POST: the backend no longer knows the session (it restarted, or a balancer sent the POST to
+    # another replica). The session ends, so the supervisor opens a new one, rather than failing every call.
+    posted: list[tuple[str, bytes]] = []
+    async with scripted(_sse_backend(b"/messages/?session_id=gone", "404 Not Found", posted)) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        with anyio.fail_after(10), pytest.raises(Exception) as ended:
+            async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+    assert "no longer knows the session (HTTP 404)" in _innermost(ended.value)
+    assert len(posted) == 1
+
+
+async def test_an_sse_session_opens_with_credentials_that_read_response_bodies(tmp_path: Path) -> None:
+    """A credential flow that reads response bodies (as the SDK's OAuth provider does) is never handed an event
+    stream to read to its end: the session's stream never ends."""
+
+    class Stamping(httpx2.Auth):
+        requires_response_body = True
+
+        def auth_flow(self, request: httpx2.Request) -> Any:
+            request.headers["x-stamp"] = "1"
+            yield request
+
+    backend = HttpBackend(sse=True)
+    try:
+        server = make_config({"id": "old", "type": "sse", "url": backend.url}).servers[0]
+        with anyio.fail_after(20):
+            async with (
+                open_transport(server, tmp_path, auth=Stamping()) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                assert text(await session.call_tool("echo", {"text": "hi"})) == "hi"
+    finally:
+        backend.stop()

@@ -8,6 +8,8 @@ process's children, found and counted through /proc.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +17,8 @@ import resource
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ from master_mcp.server import MasterServer
 from tests.backends.faulty_stdio import pattern
 from tests.conftest import (
     TESTS,
+    HttpBackend,
     ServerProcess,
     free_port,
     make_config,
@@ -38,6 +43,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.test_backend_http import closing_idle_connections
 
 pytestmark = pytest.mark.anyio
 
@@ -329,23 +335,105 @@ async def test_http_backend_failures_are_clear_errors_and_cost_no_other_call(fau
 
 
 async def test_a_request_whose_connection_breaks_costs_that_request_alone(faulty_http: FaultyHttp) -> None:
-    """A body cut short as its connection closes (what a backend closing a reused connection, or a proxy, does):
-    the request is lost, the backend session is not. A read is sent again on a new connection, unnoticed; a tool
-    call is not, since it may not be safe to repeat."""
+    """An answer cut short as its connection closes (a backend closing a reused connection, a proxy): the request
+    is lost, the backend session is not. It is not sent again, even a read: the backend had begun to answer, so it
+    has the request and may have carried it out."""
     config = make_config({"id": "shaky", "type": "http", "url": faulty_http.url})
     async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
         lost = await outcome(client, "shaky__cut_json", {})
         assert_clear_error(lost, "shaky")
         assert "closed the connection during tools/call" in lost[1]
         assert await outcome(client, "shaky__echo", {"text": "after"}) == ("ok", "after")
-        for expected in ("read 2", "read 4"):  # the first and third reads are cut: each is sent once more
-            with anyio.fail_after(ANSWER_BOUND_S):
-                read = await client.read_resource("shaky+faulty://flaky")
-            assert isinstance(read.contents[0], types.TextResourceContents)
-            assert read.contents[0].text == expected
+        with anyio.fail_after(ANSWER_BOUND_S), pytest.raises(MCPError, match="closed the connection"):
+            await client.read_resource("shaky+faulty://flaky")  # the first read is cut
+        with anyio.fail_after(ANSWER_BOUND_S):
+            read = await client.read_resource("shaky+faulty://flaky")
+        assert isinstance(read.contents[0], types.TextResourceContents)
+        assert read.contents[0].text == "read 2"  # not a third: nothing was sent twice
         backend = master.pool.get("shaky")
         assert backend.connects == 1 and backend.state.value == "up"
-        assert backend.status()["breaker"] == "closed"
+
+
+@asynccontextmanager
+async def dropping_when_armed(target_port: int) -> AsyncIterator[tuple[int, Callable[[], None]]]:
+    """A relay to `target_port`, and a function that arms it: the first request to arrive once armed has its
+    connection closed unread and unanswered, what a backend does that closes a kept-alive connection just as a
+    request goes out on it. The relay is armed at most once per call of the function."""
+    armed = [False]
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
+            while data := await source.read(65536):
+                if from_client and armed[0]:
+                    armed[0] = False
+                    break
+                sink.write(data)
+                await sink.drain()
+            writer.close()
+            backend_writer.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(pipe(reader, backend_writer, True), pipe(backend_reader, writer, False))
+
+    def arm() -> None:
+        armed[0] = True
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], arm
+    finally:
+        server.close()
+
+
+async def test_a_request_whose_connection_is_closed_unread_is_sent_again_only_if_safe() -> None:
+    """Nothing reached the backend, so a read is sent again on a new connection, unnoticed; a tool call is not (a
+    tool need not be safe to repeat), and fails naming the server. The session stays: nothing reconnects."""
+    backend = HttpBackend("--name", "raced")
+    try:
+        async with dropping_when_armed(backend.port) as (relay_port, arm):
+            url_through = backend.url.replace(f":{backend.port}/", f":{relay_port}/")
+            config = make_config({"id": "raced", "type": "http", "url": url_through})
+            async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+                assert await outcome(client, "raced__echo", {"text": "first"}) == ("ok", "first")
+                arm()
+                with anyio.fail_after(ANSWER_BOUND_S):
+                    read = await client.read_resource("raced+fixture://static")
+                assert isinstance(read.contents[0], types.TextResourceContents)
+                arm()
+                lost = await outcome(client, "raced__echo", {"text": "second"})
+                assert_clear_error(lost, "raced")
+                assert await outcome(client, "raced__echo", {"text": "third"}) == ("ok", "third")
+                counts = json.loads((await outcome(client, "raced__request_counts", {}))[1])
+                # "second" never arrived, and the read arrived once: first, third, and this call.
+                assert counts["tools/call"] == 3 and counts["resources/read"] == 1
+                connection = master.pool.get("raced")
+                assert connection.connects == 1 and connection.state.value == "up"
+    finally:
+        backend.stop()
+
+
+async def test_a_backend_that_dies_behind_a_tcp_relay_is_taken_for_down() -> None:
+    """A port forward or TCP proxy still accepts connections after its backend died, then closes them unanswered:
+    no request ever fails to connect. A few in a row that get no answer end the session, so the backend shows as
+    down and is reconnected, rather than staying "up" and failing every call."""
+    backend = HttpBackend("--name", "behind")
+    try:
+        async with closing_idle_connections(backend.port, idle_s=3600) as relay_port:
+            url_through = backend.url.replace(f":{backend.port}/", f":{relay_port}/")
+            config = make_config({"id": "behind", "type": "http", "url": url_through})
+            async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+                assert await outcome(client, "behind__echo", {"text": "alive"}) == ("ok", "alive")
+                backend.stop()
+                for _ in range(3):
+                    assert_clear_error(await outcome(client, "behind__echo", {"text": "dead"}), "behind")
+                await wait_until(lambda: master.pool.get("behind").state.value != "up", timeout=10)
+                status, rows = await readyz(url)
+                assert status == 503 and rows["behind"]["state"] in ("down", "failed")
+                assert "in a row got no answer" in rows["behind"]["last_error"]
+    finally:
+        backend.stop()
 
 
 # ---- 7. 200 concurrent calls while a backend is killed -------------------------------------------------------------

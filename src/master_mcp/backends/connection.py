@@ -29,6 +29,7 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
+from master_mcp.backends.http_wire import REPEATABLE
 from master_mcp.backends.listing import Listing
 from master_mcp.backends.transports import open_transport
 from master_mcp.config.models import ServerConfig
@@ -91,7 +92,7 @@ class _Live:
     """What requests go out through while a backend session is initialized (the `ClientSession` itself lives in the
     supervisor's exit stack, answering the backend's own requests and notifications)."""
 
-    dispatcher: _WatchedDispatcher
+    dispatcher: JSONRPCDispatcher[Any]
     version: str
 
 
@@ -110,10 +111,6 @@ class BackendUnavailable(Exception):
 
 class _SessionExpired(Exception):
     pass
-
-
-class _RequestLost(BackendUnavailable):
-    """The connection one request went on broke, and the session is still up (its other requests go on)."""
 
 
 _IDEMPOTENT: Final = frozenset(
@@ -265,11 +262,7 @@ class BackendConnection:
     ) -> Json:
         retry = idempotent if idempotent is not None else method in _IDEMPOTENT
         try:
-            return await self._request_once(method, params, timeout_s, progress, owner)
-        except _RequestLost:
-            if not retry:
-                raise
-            # Most often a reused connection the backend closed as the request went out: a new one will carry it.
+            return await self._request_once(method, params, timeout_s, progress, owner, retry)
         except _SessionExpired:
             if not retry:
                 raise BackendUnavailable(
@@ -279,12 +272,18 @@ class BackendConnection:
             with anyio.move_on_after(self._connect_timeout):
                 await self._up.wait()
         try:
-            return await self._request_once(method, params, timeout_s, progress, owner)
+            return await self._request_once(method, params, timeout_s, progress, owner, retry)
         except _SessionExpired:
             raise BackendUnavailable(f"server {self.server_id!r} lost the session again during {method}") from None
 
     async def _request_once(
-        self, method: str, params: Json | None, timeout_s: float | None, progress: ProgressFnT | None, owner: object
+        self,
+        method: str,
+        params: Json | None,
+        timeout_s: float | None,
+        progress: ProgressFnT | None,
+        owner: object,
+        repeatable: bool,
     ) -> Json:
         session = self._session
         self.last_used = time.monotonic()
@@ -296,7 +295,10 @@ class BackendConnection:
         # request, dump it again, and validate the whole result against the protocol's models, which the front
         # validates anyway before anything reaches a client (the master keeps results as they came, unknown fields
         # included). That was 2.4% of the master's samples (py-spy, 2,000 calls, HTTP backend).
-        options: CallOptions = {"timeout": timeout, "headers": {MCP_PROTOCOL_VERSION_HEADER: session.version}}
+        headers = {MCP_PROTOCOL_VERSION_HEADER: session.version}
+        if repeatable:
+            headers[REPEATABLE] = "1"  # the HTTP transports may send it again (never sent on to the backend)
+        options: CallOptions = {"timeout": timeout, "headers": headers}
         if progress is not None:
             options["on_progress"] = progress
         token = CALLER.set(owner)
@@ -323,11 +325,10 @@ class BackendConnection:
                     self._mark_down("the backend forgot the session (HTTP 404)")
                 raise _SessionExpired from None
             if exc.code == types.CONNECTION_CLOSED:
-                # Over streamable HTTP this may be just this request's connection or response stream cut short, and
-                # the other calls on the session are fine. A session that is really gone ends its dispatcher, which
-                # the supervisor watches.
-                lost = BackendUnavailable if session.dispatcher.ended.is_set() else _RequestLost
-                raise lost(f"server {self.server_id!r} closed the connection during {method}") from None
+                # Not a reason to drop the session: over HTTP it may be just this request's connection or response
+                # stream cut short, and the other calls on the session are fine. A session that is really gone ends
+                # its dispatcher, which the supervisor watches.
+                raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
             # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
             # front client, which must be able to tell which server said it; code and data pass unchanged.
             raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None
@@ -448,7 +449,7 @@ class BackendConnection:
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
             # Discovery is the supervisor's own business: no breaker, no retry.
-            page = await self._request_once(method, {"cursor": cursor} if cursor else None, None, None, None)
+            page = await self._request_once(method, {"cursor": cursor} if cursor else None, None, None, None, True)
             items.extend(item for item in page.get(key, []) if isinstance(item, dict))
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or cursor in seen:

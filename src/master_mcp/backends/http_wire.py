@@ -40,6 +40,9 @@ _MAX_REDIRECTS: Final = 5
 IDLE_CONNECTION_S: Final = 4.0
 # The failures that mean no connection to the backend could be made at all: the backend is gone, not one request.
 UNREACHABLE: Final = (httpx2.ConnectError, httpx2.ConnectTimeout)
+# A header of a request's metadata, never sent on: the request is safe to repeat (a read, a list, an idempotent
+# tool's call), so it is sent once more, on a new connection, if its connection breaks before any answer comes.
+REPEATABLE: Final = "x-master-mcp-repeatable"
 _DRAIN_S: Final = 0.05
 _DRAIN_MAX_BYTES: Final = 64 * 1024
 # aiohttp adds these itself, from the URL and body it is given.
@@ -156,34 +159,56 @@ class HttpWire:
         self._proxies = {target: proxy_for(target) for target in [self._target, *self._targets]}
         self._pins: dict[str, int] = {}  # session id -> the instance that issued it
         self._http: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # connections used once: made when first needed
 
     async def __aenter__(self) -> HttpWire:
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=shared_tls(), limit=100, keepalive_timeout=IDLE_CONNECTION_S),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=_TIMEOUT,
-            auto_decompress=True,
-        )
+        self._http = _session(aiohttp.TCPConnector(ssl=shared_tls(), limit=100, keepalive_timeout=IDLE_CONNECTION_S))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._http is not None:
-            await self._http.close()
+        with anyio.CancelScope(shield=True):  # a transport torn down by cancellation still closes both
+            for http in (self._http, self._fresh):
+                if http is not None:
+                    await http.close()
 
-    def reach(self, url: URL) -> None:
-        """Let requests go to `url` as well (`request(to=url)`): an address the endpoint named, on its origin."""
+    def add_address(self, url: URL) -> None:
+        """Look up once the proxy for `url`, an address besides the endpoint's that requests will go to
+        (`request(to=url)`). Whether anything may be sent there is the caller's to decide."""
         if url not in self._proxies:
             self._proxies[url] = proxy_for(url)
 
     async def request(
-        self, method: str, headers: dict[str, str], body: bytes | None = None, *, to: URL | None = None
+        self,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        *,
+        to: URL | None = None,
+        repeatable: bool = False,
     ) -> Reply:
-        """Send one request to the endpoint (or to `to`, made `reach`able first), answering its credentials'
-        challenges; the caller reads the reply and `finish`es it."""
+        """Send one request to the endpoint (or to `to`, an `add_address`), answering its credentials' challenges;
+        the caller reads the reply and `finish`es it.
+
+        A request safe to repeat (`repeatable`) whose connection breaks before any answer goes once more, on a
+        connection of its own: most often it went out on one kept alive that the backend was closing, unread, and
+        any other kept alive as long may be closing too."""
+        assert self._http is not None, "HttpWire is used inside `async with`"
+        try:
+            return await self._request(self._http, method, headers, body, to)
+        except UNREACHABLE:
+            raise
+        except httpx2.TransportError:
+            if not repeatable:
+                raise
+        return await self._request(self._fresh_http(), method, headers, body, to)
+
+    async def _request(
+        self, http: aiohttp.ClientSession, method: str, headers: dict[str, str], body: bytes | None, to: URL | None
+    ) -> Reply:
         merged = {**self._headers, **headers}  # the callers' names are lower case, as the configured ones are made
         target = self._target if to is None else to
         if self._auth is None:
-            return await self._following(method, target, list(merged.items()), body)
+            return await self._following(http, method, target, list(merged.items()), body)
         address = self._url if to is None else httpx2.URL(str(to))
         request = httpx2.Request(method, address, headers=merged, content=body)
         flow = self._auth.async_auth_flow(request)
@@ -192,8 +217,10 @@ class HttpWire:
             while True:
                 url = target if request.url == address else URL(str(request.url), encoded=True)
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-                reply = await self._following(request.method, url, pairs, request.content)
-                if self._auth.requires_response_body:
+                reply = await self._following(http, request.method, url, pairs, request.content)
+                if self._auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
+                    # An event stream may never end (a session's standalone stream), and no credential flow
+                    # reads one: it is left for the caller.
                     await reply.read()
                 try:
                     request = await flow.asend(reply.as_httpx(request))
@@ -203,11 +230,18 @@ class HttpWire:
         finally:
             await flow.aclose()
 
-    async def _following(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
+    def _fresh_http(self) -> aiohttp.ClientSession:
+        if self._fresh is None:
+            self._fresh = _session(aiohttp.TCPConnector(ssl=shared_tls(), force_close=True))
+        return self._fresh
+
+    async def _following(
+        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+    ) -> Reply:
         # Only a redirect within the endpoint's origin that keeps the method (307/308, or any for a GET) is
         # followed: everything on the request (credentials, session) was meant for that origin.
         for _ in range(_MAX_REDIRECTS):
-            reply = await self._balanced(method, url, headers, body)
+            reply = await self._balanced(http, method, url, headers, body)
             location = reply.headers.get("location")
             if location is None or not (reply.status in (307, 308) or (method == "GET" and 300 < reply.status < 400)):
                 return reply
@@ -218,17 +252,19 @@ class HttpWire:
             url = target
         return reply
 
-    async def _balanced(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
+    async def _balanced(
+        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+    ) -> Reply:
         instances = self._instances
         if instances is None or url is not self._target:
-            return await self._send(method, url, headers, body)
+            return await self._send(http, method, url, headers, body)
         session = next((v for k, v in headers if k.lower() == "mcp-session-id"), None)
         pinned = self._pins.get(session) if session else None
         candidates = [pinned] if pinned is not None else instances.order()
         failure: Exception | None = None
         for attempt, index in enumerate(candidates):
             try:
-                reply = await self._send(method, self._targets[index], headers, body)
+                reply = await self._send(http, method, self._targets[index], headers, body)
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 # Nothing reached this instance, so the next one may have the request.
                 instances.failed(index, type(exc).__name__)
@@ -247,12 +283,17 @@ class HttpWire:
         assert failure is not None
         raise failure
 
-    async def _send(self, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None) -> Reply:
-        assert self._http is not None, "HttpWire is used inside `async with`"
+    async def _send(
+        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+    ) -> Reply:
         sent = [(k, v) for k, v in headers if k.lower() not in _COMPUTED]
         proxy = self._proxies[url] if url in self._proxies else proxy_for(url)
         with _as_httpx_errors():
-            response = await self._http.request(
-                method, url, headers=sent, data=body, allow_redirects=False, proxy=proxy
-            )
+            response = await http.request(method, url, headers=sent, data=body, allow_redirects=False, proxy=proxy)
         return Reply(response, url)
+
+
+def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=_TIMEOUT, auto_decompress=True
+    )

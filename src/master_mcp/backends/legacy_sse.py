@@ -2,9 +2,14 @@
 
 A GET opens the session's one event stream. Its first event, `endpoint`, names where the master POSTs what it
 sends, on the stream's own origin only (a message carries the backend's credentials); every answer comes back as a
-`message` event on the stream. A POST that fails costs its own message and nothing else: a request is answered in
-its place with the error, and the session goes on. The session ends when the stream does, or when no connection to
-the backend can be made at all. Requests go through `HttpWire`, as a streamable-HTTP session's do.
+`message` event on the stream. Messages are POSTed one at a time, in order, as the SDK's client does, so that a
+cancellation never overtakes its request; each POST is answered at once, the work happens behind the stream.
+
+A POST whose connection breaks, or that the backend refuses, is answered as that message's error and the session
+goes on (the SDK's client stopped sending for good, leaving a session that could never send again). The session
+ends when the stream does, when no connection to the backend can be made, when the backend no longer knows the
+session (404), or when `notifications/initialized` cannot be delivered. Requests go through `HttpWire`, as a
+streamable-HTTP session's do.
 """
 
 from __future__ import annotations
@@ -16,25 +21,26 @@ from typing import Final
 
 import anyio
 import httpx2
-from anyio.abc import TaskGroup
 from mcp.shared._context_streams import ContextReceiveStream, ContextSendStream, create_context_streams
-from mcp.shared.message import SessionMessage
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCNotification,
     JSONRPCRequest,
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.http_wire import UNREACHABLE, HttpWire, Reply
-from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
+from master_mcp.backends.http_wire import REPEATABLE, UNREACHABLE, HttpWire, Reply
+from master_mcp.backends.sse_events import Event, EventParser
 
 logger = logging.getLogger(__name__)
 
+_STREAM_HEADERS: Final[dict[str, str]] = {"accept": "text/event-stream", "cache-control": "no-store"}
 _POST_HEADERS: Final[dict[str, str]] = {"content-type": "application/json"}
 # The stream's first event says where to POST; a backend that has said nothing by then is not going to.
 _ENDPOINT_WITHIN_S: Final = 30.0
@@ -54,12 +60,14 @@ async def _endpoint(events: AsyncIterator[Event], stream: URL) -> URL:
         if event.event != "endpoint":
             continue
         try:
-            endpoint = stream.join(URL(event.data.strip()))
+            # As sent: a query signed over its exact bytes must not be re-encoded.
+            endpoint = stream.join(URL(event.data.strip(), encoded=True))
+            origin = endpoint.origin()
         except ValueError:
             raise httpx2.RemoteProtocolError("the backend's SSE endpoint event does not hold a URL") from None
-        if endpoint.origin() != stream.origin():
+        if origin != stream.origin() or endpoint.user is not None or endpoint.password is not None:
             # Only the origin is named: the path or query of an endpoint may identify the session.
-            raise httpx2.RemoteProtocolError(f"the backend named an endpoint on another origin ({endpoint.origin()})")
+            raise httpx2.RemoteProtocolError(f"the backend named an endpoint elsewhere than its own origin ({origin})")
         return endpoint
     raise httpx2.RemoteProtocolError("the backend's SSE stream ended before it named an endpoint")
 
@@ -71,53 +79,47 @@ class _Link:
         self._endpoint = endpoint
 
     async def listen(self, events: AsyncIterator[Event]) -> None:
-        """Pass on what the stream brings until it ends; the session ends with it."""
-        try:
-            async for event in events:
-                if event.event != "message" or not event.data:
-                    continue
-                try:
-                    message = jsonrpc_message_adapter.validate_json(event.data, by_name=False)
-                except ValidationError:
-                    logger.warning("a backend sent an event that is not a JSON-RPC message")
-                    continue
-                await self._deliver(SessionMessage(message))
-        except (httpx2.TransportError, EventTooLarge) as exc:
-            logger.debug("the SSE stream ended: %s", type(exc).__name__)
+        """Pass on what the stream brings until it ends; the session ends with it (a stream that broke, or an event
+        over the limit, ends it with that error, which the supervisor reports)."""
+        async for event in events:
+            if event.event != "message" or not event.data:
+                continue
+            try:
+                message = jsonrpc_message_adapter.validate_json(event.data, by_name=False)
+            except ValidationError:
+                logger.warning("a backend sent an event that is not a JSON-RPC message")
+                continue
+            await self._deliver(SessionMessage(message))
         await self._inbox.aclose()
 
-    async def pump(self, outbox: ContextReceiveStream[SessionMessage], tg: TaskGroup) -> None:
-        """POST what the session writes: a request in a task of its own (its answer comes on the stream), anything
-        else in order, here."""
+    async def pump(self, outbox: ContextReceiveStream[SessionMessage]) -> None:
+        """POST what the session writes, in order; a request that could not be delivered is answered here."""
         async for item in outbox:
             message = item.message
-            body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-            if isinstance(message, JSONRPCRequest):
-                sender = outbox.last_context
-                if sender is not None:
-                    sender.run(tg.start_soon, self._request, message, body)
-                else:
-                    tg.start_soon(self._request, message, body)
+            metadata = item.metadata if isinstance(item.metadata, ClientMessageMetadata) else None
+            repeatable = metadata is not None and REPEATABLE in (metadata.headers or {})
+            failure = await self._post(message.model_dump_json(by_alias=True, exclude_unset=True).encode(), repeatable)
+            if failure is None:
                 continue
-            failure = await self._post(body)
-            if failure is not None:
+            if isinstance(message, JSONRPCRequest):
+                await self._deliver(SessionMessage(JSONRPCError(jsonrpc="2.0", id=message.id, error=failure)))
+            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
+                raise httpx2.RemoteProtocolError(f"notifications/initialized was not delivered: {failure.message}")
+            else:
                 logger.warning("a message to the backend was lost: %s", failure.message)
 
-    async def _request(self, message: JSONRPCRequest, body: bytes) -> None:
-        failure = await self._post(body)
-        if failure is not None:
-            await self._deliver(SessionMessage(JSONRPCError(jsonrpc="2.0", id=message.id, error=failure)))
-
-    async def _post(self, body: bytes) -> ErrorData | None:
+    async def _post(self, body: bytes, repeatable: bool) -> ErrorData | None:
         """POST one message; what went wrong, or None when the backend took it."""
         try:
-            reply = await self._wire.request("POST", _POST_HEADERS, body, to=self._endpoint)
+            reply = await self._wire.request("POST", _POST_HEADERS, body, to=self._endpoint, repeatable=repeatable)
         except UNREACHABLE:
             raise  # nothing got to the backend: it is down, and the session ends with this transport
         except httpx2.TransportError as exc:
             return ErrorData(code=CONNECTION_CLOSED, message=f"the message's connection failed ({type(exc).__name__})")
         with anyio.CancelScope(shield=True):
             await reply.finish()
+        if reply.status == 404:
+            raise httpx2.RemoteProtocolError("the backend no longer knows the session (HTTP 404)")
         if reply.status >= 300:
             return ErrorData(code=INTERNAL_ERROR, message=f"the backend refused the message: HTTP {reply.status}")
         return None
@@ -134,20 +136,20 @@ async def legacy_sse(
     wire: HttpWire, *, max_event_bytes: int
 ) -> AsyncIterator[tuple[ContextReceiveStream[SessionMessage | Exception], ContextSendStream[SessionMessage]]]:
     """The (read, write) streams of a session with the HTTP+SSE backend `wire` reaches."""
-    reply = await wire.request("GET", {"accept": "text/event-stream"})
+    reply = await wire.request("GET", _STREAM_HEADERS)
     try:
         if reply.status >= 300 or not reply.content_type.startswith("text/event-stream"):
             raise httpx2.RemoteProtocolError(f"the backend refused the SSE stream: HTTP {reply.status}")
         events = _events(reply, EventParser(max_event_bytes))
         with anyio.fail_after(_ENDPOINT_WITHIN_S):
             endpoint = await _endpoint(events, reply.url)
-        wire.reach(endpoint)
+        wire.add_address(endpoint)
         inbox, read = create_context_streams[SessionMessage | Exception](0)
         write, outbox = create_context_streams[SessionMessage](0)
         link = _Link(wire, inbox, endpoint)
         async with inbox, read, write, outbox, anyio.create_task_group() as tg:
             tg.start_soon(link.listen, events)
-            tg.start_soon(link.pump, outbox, tg)
+            tg.start_soon(link.pump, outbox)
             try:
                 yield read, write
             finally:

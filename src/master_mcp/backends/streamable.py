@@ -42,7 +42,7 @@ from mcp_types import (
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.http_wire import UNREACHABLE, HttpWire, Reply
+from master_mcp.backends.http_wire import REPEATABLE, UNREACHABLE, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ _RECONNECT_DELAY_MS: Final = 1000
 _DELETE_WITHIN_S: Final = 5.0
 _MIN_DELAY_S: Final = 0.1
 _MAX_DELAY_S: Final = 60.0
+# Requests in a row whose connection broke before any answer: the backend is taken for gone (what answers the
+# connections is not the backend: a port forward or TCP proxy whose backend died), and the session ends. One alone
+# is most often a reused connection the backend closed as the request went out.
+_UNANSWERED_IN_A_ROW: Final = 3
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
@@ -86,6 +90,10 @@ class _Resume(Exception):
         self.position = position
 
 
+class _Gone(Exception):
+    """Requests keep getting no answer at all: the session ends, and its supervisor reconnects."""
+
+
 class _Link:
     def __init__(self, wire: HttpWire, inbox: Inbox, max_event_bytes: int, on_forgotten: Callable[[], None]) -> None:
         self._wire = wire
@@ -96,6 +104,7 @@ class _Link:
         self._version: str | None = None
         # Each request's POST, by JSON-RPC id, so that one its session gave up on can be closed.
         self._posts: dict[RequestId, anyio.CancelScope] = {}
+        self._unanswered = 0  # requests in a row whose connection broke before any answer
 
     def _headers(self, accept: str = _ACCEPT) -> dict[str, str]:
         headers = {"accept": accept, "content-type": "application/json"}
@@ -105,8 +114,19 @@ class _Link:
             headers["mcp-protocol-version"] = self._version
         return headers
 
-    async def _send(self, method: str, headers: dict[str, str], body: bytes | None = None) -> Reply:
-        reply = await self._wire.request(method, headers, body)
+    async def _send(
+        self, method: str, headers: dict[str, str], body: bytes | None = None, *, repeatable: bool = False
+    ) -> Reply:
+        try:
+            reply = await self._wire.request(method, headers, body, repeatable=repeatable)
+        except UNREACHABLE:
+            raise
+        except httpx2.TransportError as exc:
+            self._unanswered += 1
+            if self._unanswered >= _UNANSWERED_IN_A_ROW:
+                raise _Gone(f"{self._unanswered} requests in a row got no answer ({type(exc).__name__})") from None
+            raise
+        self._unanswered = 0
         if reply.status == 404 and _SESSION in headers:
             # A 404 to a request that carries a session id: the backend has forgotten the session.
             self._on_forgotten()
@@ -124,17 +144,19 @@ class _Link:
             headers = self._headers()
             if metadata is not None and metadata.headers:
                 headers.update((name.lower(), value) for name, value in metadata.headers.items())
+            repeatable = headers.pop(REPEATABLE, None) is not None
             body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
             if isinstance(message, JSONRPCRequest):
                 sender = outbox.last_context
                 if sender is not None:
                     # The request's task runs in the sender's context (its trace and log correlation).
-                    sender.run(tg.start_soon, self._request, message, headers, body)
+                    sender.run(tg.start_soon, self._request, message, headers, body, repeatable)
                 else:
-                    tg.start_soon(self._request, message, headers, body)
+                    tg.start_soon(self._request, message, headers, body, repeatable)
                 continue
-            await self._tell(headers, body)
-            if isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
+            initialized = isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized"
+            await self._tell(headers, body, essential=initialized)
+            if initialized:
                 tg.start_soon(self._listen)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
                 # The backend has been told; its answer, if one ever comes, has no one to go to. A hung backend
@@ -143,43 +165,49 @@ class _Link:
                 if request_id is not None and (abandoned := self._posts.get(request_id)) is not None:
                     abandoned.cancel()
 
-    async def _tell(self, headers: dict[str, str], body: bytes) -> None:
-        """POST a message that gets no answer: a notification, or the answer to one of the backend's requests."""
+    async def _tell(self, headers: dict[str, str], body: bytes, *, essential: bool) -> None:
+        """POST a message that gets no answer: a notification, or the answer to one of the backend's requests. One
+        that is lost is logged, unless the session cannot go on without it (`essential`): then the session ends."""
         try:
             reply = await self._send("POST", headers, body)
         except UNREACHABLE:
             raise
         except httpx2.TransportError as exc:
-            # Nothing here waits for an answer, so the message alone is lost; the session goes on.
+            if essential:
+                raise
             logger.warning("a message to the backend was lost: %s", type(exc).__name__)
             return
         await reply.finish()
 
-    async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
+    async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes, repeatable: bool) -> None:
         with anyio.CancelScope() as scope:
             self._posts[message.id] = scope
             try:
-                await self._post(message, headers, body)
+                await self._post(message, headers, body, repeatable)
             finally:
                 if self._posts.get(message.id) is scope:  # an id reused meanwhile belongs to the newer request
                     del self._posts[message.id]
 
-    async def _post(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes) -> None:
+    async def _post(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes, repeatable: bool) -> None:
+        # A connection that breaks costs this request, not the session: its other requests and its stream go on.
+        # One that cannot be made at all (UNREACHABLE), or several in a row that break (_Gone), end the session.
         try:
-            reply = await self._send("POST", headers, body)
-            try:
-                answer = await self._answer(message, reply)
-            except _Resume as broken:
-                answer = await self._resume(message.id, broken)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await reply.finish()
+            reply = await self._send("POST", headers, body, repeatable=repeatable)
         except UNREACHABLE:
-            raise  # nothing got to the backend: it is down, and the session ends with this transport
+            raise
         except httpx2.TransportError as exc:
-            # The connection this request went on broke (one the backend closed as it was reused, a body cut
-            # short): the request is lost, the session is not. Its other requests and its stream go on.
-            answer = _error(message.id, CONNECTION_CLOSED, f"the request's connection failed ({type(exc).__name__})")
+            await self._deliver(_error(message.id, CONNECTION_CLOSED, _broke("request", exc)))
+            return
+        try:
+            answer = await self._answer(message, reply)
+        except _Resume as broken:
+            answer = await self._resume(message.id, broken)
+        except httpx2.TransportError as exc:
+            # The answer had begun: the backend has the request and may well have carried it out.
+            answer = _error(message.id, CONNECTION_CLOSED, _broke("answer", exc))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reply.finish()
         if answer is not None:
             await self._deliver(answer)
 
@@ -315,6 +343,10 @@ class _Link:
 
 def _error(request_id: RequestId, code: int, message: str) -> JSONRPCError:
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
+
+
+def _broke(what: str, exc: Exception) -> str:
+    return f"the {what}'s connection failed ({type(exc).__name__})"
 
 
 def _not_jsonrpc(what: str, exc: ValidationError) -> str:
