@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import CONNECTION_CLOSED, JSONRPCNotification
+from mcp_types import CONNECTION_CLOSED, JSONRPCNotification, JSONRPCRequest
 
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
@@ -91,6 +91,39 @@ async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIter
     server = await asyncio.start_server(relay, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@asynccontextmanager
+async def dropping_when_armed(target_port: int) -> AsyncIterator[tuple[int, Callable[[], None]]]:
+    """A relay to `target_port`, and a function that arms it: the first request to arrive once armed has its
+    connection closed unread and unanswered, what a backend does that closes a kept-alive connection just as a
+    request goes out on it. The relay is armed at most once per call of the function."""
+    armed = [False]
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
+            while data := await source.read(65536):
+                if from_client and armed[0]:
+                    armed[0] = False
+                    break
+                sink.write(data)
+                await sink.drain()
+            writer.close()
+            backend_writer.close()
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(pipe(reader, backend_writer, True), pipe(backend_reader, writer, False))
+
+    def arm() -> None:
+        armed[0] = True
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], arm
     finally:
         server.close()
 
@@ -238,7 +271,8 @@ async def scripted(handler: Handler) -> AsyncIterator[int]:
 
 
 def backend_script(call: Handler) -> Handler:
-    """A backend that opens a session, offers no standalone stream and leaves everything else to `call`."""
+    """A backend that opens a session, answers pings, offers no standalone stream and leaves everything else to
+    `call`."""
 
     async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         if method == "GET" and "last-event-id" not in headers:
@@ -256,6 +290,9 @@ def backend_script(call: Handler) -> Handler:
             return _http("200 OK", {"content-type": "application/json", "mcp-session-id": "s-1"}, answer)
         if "id" not in message and method == "POST":
             return _http("202 Accepted", {})
+        if message.get("method") == "ping":
+            answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {}}).encode()
+            return _http("200 OK", {"content-type": "application/json"}, answer)
         if message.get("method") == "tools/list":
             tool = {"name": "echo", "inputSchema": {"type": "object"}}
             answer = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": [tool]}}).encode()
@@ -472,19 +509,17 @@ async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes) ->
 
 
 @pytest.mark.parametrize("kind", ["http", "sse"])
-async def test_a_message_sent_on_a_connection_being_closed_is_lost_alone(kind: str, tmp_path: Path) -> None:
-    # The relay drops a connection idle for 1 s as its next request arrives; the master keeps them 4 s, so the
-    # call after a pause is lost every time. The session (for SSE: its one event stream) must not go with it.
+async def test_a_message_whose_connection_is_closed_unread_is_lost_alone(kind: str, tmp_path: Path) -> None:
+    # The session (for SSE: its one event stream) must not go with it, nor stop sending.
     backend = HttpBackend(sse=kind == "sse")
     try:
-        port = int(backend.url.split(":")[2].split("/")[0])
-        async with closing_idle_connections(port, idle_s=1.0) as relay_port:
-            url = backend.url.replace(f":{port}/", f":{relay_port}/")
+        async with dropping_when_armed(backend.port) as (relay_port, arm):
+            url = backend.url.replace(f":{backend.port}/", f":{relay_port}/")
             server = make_config({"id": "remote", "type": kind, "url": url}).servers[0]
             async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
                 assert text(await session.call_tool("echo", {"text": "before"})) == "before"
-                await anyio.sleep(1.5)
+                arm()
                 with anyio.fail_after(10):
                     with pytest.raises(MCPError) as lost:
                         await session.call_tool("echo", {"text": "lost"})
@@ -492,6 +527,44 @@ async def test_a_message_sent_on_a_connection_being_closed_is_lost_alone(kind: s
                     assert text(await session.call_tool("echo", {"text": "after"})) == "after"
     finally:
         backend.stop()
+
+
+async def test_an_sse_backend_whose_url_holds_credentials_is_reached() -> None:
+    # aiohttp sends a URL's user info as Basic credentials; the endpoint, joined to that URL, carries the same.
+    backend = HttpBackend(sse=True)
+    try:
+        url = backend.url.replace("http://", "http://user:pass@")
+        server = make_config({"id": "old", "type": "sse", "url": url}).servers[0]
+        async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+            with anyio.fail_after(10):
+                await session.initialize()
+                assert text(await session.call_tool("echo", {"text": "in"})) == "in"
+    finally:
+        backend.stop()
+
+
+async def test_a_backend_a_gateway_answers_for_with_502_is_taken_for_gone() -> None:
+    """A gateway in front of a backend that died answers 502 to everything: the call gets its error, and the ping
+    that follows on a new connection gets 502 too, so the session ends (and its supervisor reconnects) rather than
+    staying up and failing every call."""
+    pings: list[str] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        return _http("502 Bad Gateway", {"content-type": "text/plain"}, b"upstream gone")
+
+    script = backend_script(call)
+
+    async def gateway(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "POST" and json.loads(body).get("method") == "ping":
+            pings.append(headers.get("mcp-session-id", ""))
+            return await call(method, path, headers, body)
+        return await script(method, path, headers, body)
+
+    async with scripted(gateway) as port:
+        with anyio.fail_after(10), pytest.raises(Exception) as ended:
+            await _call_through(port)
+    assert "stopped answering (a ping on a new connection: HTTP 502)" in _innermost(ended.value)
+    assert pings == ["s-1"]
 
 
 async def test_an_sse_result_over_a_mebibyte_arrives_whole(tmp_path: Path) -> None:
@@ -542,7 +615,8 @@ async def test_an_sse_backend_is_posted_to_on_its_own_origin_only(events: list[b
 
 def _sse_backend(endpoint: bytes, post_status: str, posted: list[tuple[str, bytes]]) -> Handler:
     """A scripted HTTP+SSE backend: its stream names `endpoint` and stays open; every POST is recorded (path and
-    body) and answered with `post_status`; nothing ever comes on the stream."""
+    body) and answered with `post_status`, except one whose body says "stall", which is never answered; nothing
+    ever comes on the stream."""
 
     async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         if method == "GET":
@@ -551,15 +625,20 @@ def _sse_backend(endpoint: bytes, post_status: str, posted: list[tuple[str, byte
             held.closed = anyio.Event()
             return held
         posted.append((path, body))
+        if b'"stall"' in body:  # a POST the backend never answers (its event loop is blocked, say)
+            stalled = Held(b"")
+            stalled.closed = anyio.Event()
+            return stalled
         return _http(post_status, {})
 
     return answer
 
 
 async def test_an_sse_endpoint_is_posted_to_exactly_as_named() -> None:
-    # A query signed over its bytes (%2F is not /) must reach the backend as the backend wrote it.
+    # A query signed over its bytes (%2F is not /) must reach the backend as the backend wrote it; what cannot
+    # stand in a URL at all (a space) is escaped.
     posted: list[tuple[str, bytes]] = []
-    endpoint = b"/messages/?session_id=abc&sig=a%2Fb%3D"
+    endpoint = b"/messages/?session_id=abc&sig=a%2Fb%3D&note=a b"
     async with scripted(_sse_backend(endpoint, "202 Accepted", posted)) as port:
         server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
         async with open_transport(server, Path(".")) as (_, write):
@@ -567,7 +646,7 @@ async def test_an_sse_endpoint_is_posted_to_exactly_as_named() -> None:
                 await write.send(SessionMessage(JSONRPCNotification(jsonrpc="2.0", method="notifications/x")))
                 while not posted:  # noqa: ASYNC110 - the scripted backend's own record
                     await anyio.sleep(0.01)
-    assert posted[0][0] == endpoint.decode()
+    assert posted[0][0] == "/messages/?session_id=abc&sig=a%2Fb%3D&note=a%20b"  # only the space is escaped
 
 
 async def test_an_sse_backend_that_forgets_the_session_ends_it() -> None:
@@ -606,3 +685,17 @@ async def test_an_sse_session_opens_with_credentials_that_read_response_bodies(t
                 assert text(await session.call_tool("echo", {"text": "hi"})) == "hi"
     finally:
         backend.stop()
+
+
+async def test_an_sse_post_the_backend_never_takes_holds_up_no_other() -> None:
+    posted: list[tuple[str, bytes]] = []
+    async with scripted(_sse_backend(b"/messages/?session_id=s", "202 Accepted", posted)) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        async with open_transport(server, Path(".")) as (_, write):
+            with anyio.fail_after(5):
+                for number, name in enumerate(["stall", "next"]):
+                    request = JSONRPCRequest(jsonrpc="2.0", id=number, method="tools/call", params={"name": name})
+                    await write.send(SessionMessage(request))
+                while len(posted) < 2:  # noqa: ASYNC110 - the scripted backend's own record
+                    await anyio.sleep(0.01)
+    assert b'"next"' in posted[1][1]

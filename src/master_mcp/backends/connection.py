@@ -448,7 +448,7 @@ class BackendConnection:
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
-            # Discovery is the supervisor's own business: no breaker, no retry.
+            # Discovery is the supervisor's own business: no breaker, and a list is safe to send again.
             page = await self._request_once(method, {"cursor": cursor} if cursor else None, None, None, None, True)
             items.extend(item for item in page.get(key, []) if isinstance(item, dict))
             cursor = page.get("nextCursor")

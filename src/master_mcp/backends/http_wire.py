@@ -30,7 +30,8 @@ from yarl import URL
 from master_mcp.backends.balancer import Instances
 
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=300.0)
-_UNAVAILABLE: Final = frozenset({502, 503, 504})
+# What a gateway answers for a backend it cannot reach.
+UNAVAILABLE: Final = frozenset({502, 503, 504})
 _MAX_PINS: Final = 1024
 _MAX_REDIRECTS: Final = 5
 # An idle connection is let go before the backend lets it go: uvicorn, Node and Apache close theirs after 5 s, and a
@@ -47,6 +48,10 @@ _DRAIN_S: Final = 0.05
 _DRAIN_MAX_BYTES: Final = 64 * 1024
 # aiohttp adds these itself, from the URL and body it is given.
 _COMPUTED: Final = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+class _BrokeOff(httpx2.RemoteProtocolError):
+    """An answer that had begun broke off: the backend has the request, which is therefore not sent again."""
 
 
 @cache
@@ -185,17 +190,20 @@ class HttpWire:
         *,
         to: URL | None = None,
         repeatable: bool = False,
+        fresh: bool = False,
     ) -> Reply:
         """Send one request to the endpoint (or to `to`, an `add_address`), answering its credentials' challenges;
-        the caller reads the reply and `finish`es it.
+        the caller reads the reply and `finish`es it. `fresh`: on a connection of its own, not one kept alive.
 
         A request safe to repeat (`repeatable`) whose connection breaks before any answer goes once more, on a
         connection of its own: most often it went out on one kept alive that the backend was closing, unread, and
         any other kept alive as long may be closing too."""
         assert self._http is not None, "HttpWire is used inside `async with`"
+        if fresh:
+            return await self._request(self._fresh_http(), method, headers, body, to)
         try:
             return await self._request(self._http, method, headers, body, to)
-        except UNREACHABLE:
+        except (*UNREACHABLE, _BrokeOff):
             raise
         except httpx2.TransportError:
             if not repeatable:
@@ -221,7 +229,10 @@ class HttpWire:
                 if self._auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
                     # An event stream may never end (a session's standalone stream), and no credential flow
                     # reads one: it is left for the caller.
-                    await reply.read()
+                    try:
+                        await reply.read()
+                    except httpx2.TransportError as exc:
+                        raise _BrokeOff(str(exc)) from None
                 try:
                     request = await flow.asend(reply.as_httpx(request))
                 except StopAsyncIteration:
@@ -270,7 +281,7 @@ class HttpWire:
                 instances.failed(index, type(exc).__name__)
                 failure = exc
                 continue
-            if reply.status in _UNAVAILABLE and attempt + 1 < len(candidates):
+            if reply.status in UNAVAILABLE and attempt + 1 < len(candidates):
                 await reply.finish()
                 instances.failed(index, f"HTTP {reply.status}")
                 continue

@@ -13,6 +13,7 @@ Only the handshake era is spoken here: the master's backend sessions always begi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from mcp_types import (
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.http_wire import REPEATABLE, UNREACHABLE, HttpWire, Reply
+from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ _RECONNECT_DELAY_MS: Final = 1000
 _DELETE_WITHIN_S: Final = 5.0
 _MIN_DELAY_S: Final = 0.1
 _MAX_DELAY_S: Final = 60.0
-# Requests in a row whose connection broke before any answer: the backend is taken for gone (what answers the
-# connections is not the backend: a port forward or TCP proxy whose backend died), and the session ends. One alone
-# is most often a reused connection the backend closed as the request went out.
-_UNANSWERED_IN_A_ROW: Final = 3
+# After a request got no answer, the backend is asked whether it is there at all (a ping, on a connection of its
+# own): what broke may be just that request's connection, or everything behind a port forward or TCP proxy that
+# still accepts connections after the backend died. Failures within this long of a ping share its verdict.
+_PROBE: Final = b'{"jsonrpc":"2.0","id":"master-mcp-probe","method":"ping"}'
+_PROBE_WITHIN_S: Final = 10.0
+_PROBE_SHARED_S: Final = 1.0
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
@@ -91,7 +94,7 @@ class _Resume(Exception):
 
 
 class _Gone(Exception):
-    """Requests keep getting no answer at all: the session ends, and its supervisor reconnects."""
+    """The backend answers nothing any more: the session ends, and its supervisor reconnects."""
 
 
 class _Link:
@@ -104,7 +107,9 @@ class _Link:
         self._version: str | None = None
         # Each request's POST, by JSON-RPC id, so that one its session gave up on can be closed.
         self._posts: dict[RequestId, anyio.CancelScope] = {}
-        self._unanswered = 0  # requests in a row whose connection broke before any answer
+        self._probing = anyio.Lock()
+        self._probed_at = -_PROBE_SHARED_S
+        self._silent: str | None = None  # what the last ping got, when it got no answer
 
     def _headers(self, accept: str = _ACCEPT) -> dict[str, str]:
         headers = {"accept": accept, "content-type": "application/json"}
@@ -121,16 +126,38 @@ class _Link:
             reply = await self._wire.request(method, headers, body, repeatable=repeatable)
         except UNREACHABLE:
             raise
-        except httpx2.TransportError as exc:
-            self._unanswered += 1
-            if self._unanswered >= _UNANSWERED_IN_A_ROW:
-                raise _Gone(f"{self._unanswered} requests in a row got no answer ({type(exc).__name__})") from None
+        except httpx2.TransportError:
+            await self._still_there()
             raise
-        self._unanswered = 0
+        if reply.status in UNAVAILABLE:
+            try:
+                await self._still_there()
+            except _Gone:
+                await reply.finish()
+                raise
         if reply.status == 404 and _SESSION in headers:
             # A 404 to a request that carries a session id: the backend has forgotten the session.
             self._on_forgotten()
         return reply
+
+    async def _still_there(self) -> None:
+        """Raise `_Gone` unless the backend answers a ping on a new connection (an error answer is an answer; a
+        gateway's 502-504 is not)."""
+        async with self._probing:
+            if time.monotonic() - self._probed_at >= _PROBE_SHARED_S:
+                self._silent = await self._ping()
+                self._probed_at = time.monotonic()
+        if self._silent is not None:
+            raise _Gone(f"the backend stopped answering (a ping on a new connection: {self._silent})")
+
+    async def _ping(self) -> str | None:
+        try:
+            with anyio.fail_after(_PROBE_WITHIN_S):
+                reply = await self._wire.request("POST", self._headers(), _PROBE, fresh=True)
+        except (httpx2.TransportError, TimeoutError) as exc:
+            return type(exc).__name__
+        await reply.finish()
+        return f"HTTP {reply.status}" if reply.status in UNAVAILABLE else None
 
     async def pump(self, outbox: ContextReceiveStream[SessionMessage], tg: TaskGroup) -> None:
         """POST what the session writes: a request in a task of its own, anything else in order, here."""
@@ -178,6 +205,8 @@ class _Link:
             logger.warning("a message to the backend was lost: %s", type(exc).__name__)
             return
         await reply.finish()
+        if essential and reply.status >= 400:
+            raise httpx2.RemoteProtocolError(f"the backend refused an essential message: HTTP {reply.status}")
 
     async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes, repeatable: bool) -> None:
         with anyio.CancelScope() as scope:
@@ -190,7 +219,7 @@ class _Link:
 
     async def _post(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes, repeatable: bool) -> None:
         # A connection that breaks costs this request, not the session: its other requests and its stream go on.
-        # One that cannot be made at all (UNREACHABLE), or several in a row that break (_Gone), end the session.
+        # One that cannot be made at all (UNREACHABLE), or a backend that answers nothing any more (_Gone), end it.
         try:
             reply = await self._send("POST", headers, body, repeatable=repeatable)
         except UNREACHABLE:
@@ -337,7 +366,7 @@ class _Link:
             try:
                 reply = await self._send("DELETE", self._headers())
                 await reply.finish()
-            except httpx2.TransportError as exc:
+            except (httpx2.TransportError, _Gone) as exc:
                 logger.debug("could not end the backend session: %s", type(exc).__name__)
 
 
