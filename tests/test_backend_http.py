@@ -61,25 +61,23 @@ async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpB
 
 
 @asynccontextmanager
-async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIterator[int]:
-    """A relay to `target_port` that drops a connection whose next request comes after `idle_s` without traffic,
-    unanswered: what a server does whose keep-alive timer fires as the request arrives, made certain. Once the
-    backend is gone it still accepts connections, and closes them unanswered."""
+async def _relay(target_port: int, watch: Callable[[], Callable[[bool], bool]]) -> AsyncIterator[int]:
+    """A relay to `target_port`. `watch()` makes each connection's judge, which sees every chunk (True: from the
+    client) and says when to close the connection there, the chunk unsent and unanswered. Once the backend is
+    gone the relay still accepts connections, and closes them unanswered, as a TCP proxy does."""
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
-        except OSError:  # the backend is gone: the connection is closed unanswered, as a TCP proxy does
+        except OSError:
             writer.close()
             return
-        last = time.monotonic()
+        drops = watch()
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
-            nonlocal last
             while data := await source.read(65536):
-                if from_client and time.monotonic() - last > idle_s:
+                if drops(from_client):
                     break
-                last = time.monotonic()
                 sink.write(data)
                 await sink.drain()
             writer.close()
@@ -96,36 +94,44 @@ async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIter
 
 
 @asynccontextmanager
+async def closing_idle_connections(target_port: int, idle_s: float) -> AsyncIterator[int]:
+    """A relay that drops a connection whose next request comes after `idle_s` without traffic: what a server does
+    whose keep-alive timer fires as the request arrives, made certain."""
+
+    def watch() -> Callable[[bool], bool]:
+        last = time.monotonic()
+
+        def drops(from_client: bool) -> bool:
+            nonlocal last
+            if from_client and time.monotonic() - last > idle_s:
+                return True
+            last = time.monotonic()
+            return False
+
+        return drops
+
+    async with _relay(target_port, watch) as port:
+        yield port
+
+
+@asynccontextmanager
 async def dropping_when_armed(target_port: int) -> AsyncIterator[tuple[int, Callable[[], None]]]:
-    """A relay to `target_port`, and a function that arms it: the first request to arrive once armed has its
-    connection closed unread and unanswered, what a backend does that closes a kept-alive connection just as a
-    request goes out on it. The relay is armed at most once per call of the function."""
+    """A relay, and a function that arms it: the first request to arrive once armed has its connection closed
+    unread and unanswered, what a backend does that closes a kept-alive connection just as a request goes out on
+    it. Each call of the function arms it for one request."""
     armed = [False]
 
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend_reader, backend_writer = await asyncio.open_connection("127.0.0.1", target_port)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_client: bool) -> None:
-            while data := await source.read(65536):
-                if from_client and armed[0]:
-                    armed[0] = False
-                    break
-                sink.write(data)
-                await sink.drain()
-            writer.close()
-            backend_writer.close()
-
-        with contextlib.suppress(ConnectionError):
-            await asyncio.gather(pipe(reader, backend_writer, True), pipe(backend_reader, writer, False))
+    def drops(from_client: bool) -> bool:
+        if from_client and armed[0]:
+            armed[0] = False
+            return True
+        return False
 
     def arm() -> None:
         armed[0] = True
 
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], arm
-    finally:
-        server.close()
+    async with _relay(target_port, lambda: drops) as port:
+        yield port, arm
 
 
 @pytest.mark.parametrize("kind", ["http", "sse"])
