@@ -549,28 +549,70 @@ async def test_an_sse_backend_whose_url_holds_credentials_is_reached() -> None:
         backend.stop()
 
 
-async def test_a_backend_a_gateway_answers_for_with_502_is_taken_for_gone() -> None:
-    """A gateway in front of a backend that died answers 502 to everything: the call gets its error, and the ping
-    that follows on a new connection gets 502 too, so the session ends (and its supervisor reconnects) rather than
-    staying up and failing every call."""
+@pytest.mark.parametrize(
+    ("ping_answer", "gone"),
+    [("502 Bad Gateway", True), ("504 Gateway Timeout", True), ("503 Service Unavailable", False), ("401", False)],
+)
+async def test_after_a_call_gets_no_answer_a_ping_decides_whether_the_backend_is_gone(
+    ping_answer: str, gone: bool
+) -> None:
+    """A call whose connection is closed unanswered is followed by a ping on a new connection. A gateway's 502 or
+    504 to it means nothing is behind the gateway: the session ends (its supervisor reconnects) rather than staying
+    up and failing every call. Any other answer, a busy 503 or a 401 included, is the backend still there: the
+    session goes on."""
     pings: list[str] = []
 
     async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        return _http("502 Bad Gateway", {"content-type": "text/plain"}, b"upstream gone")
+        message = json.loads(body)
+        words = message["params"]["arguments"]["text"]
+        if words == "drop":
+            return b""
+        return _http("200 OK", {"content-type": "application/json"}, _tool_result(message["id"], words).encode())
 
-    script = backend_script(call)
+    answer = _http(ping_answer.replace("401", "401 Unauthorized"), {"content-type": "text/plain"}, b"no")
+    async with scripted(_pinged(backend_script(call), answer, pings)) as port:
+        server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        with anyio.fail_after(10), pytest.raises(Exception) if gone else contextlib.nullcontext() as ended:
+            async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                with pytest.raises(MCPError):
+                    await session.call_tool("echo", {"text": "drop"})
+                assert text(await session.call_tool("echo", {"text": "still"})) == "still"
+    assert pings == ["s-1"]
+    if gone:
+        assert f"stopped answering (a ping on a new connection: HTTP {ping_answer[:3]})" in _innermost(ended.value)
 
-    async def gateway(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+
+async def test_a_ping_answered_404_tells_that_the_backend_forgot_the_session() -> None:
+    # A backend restarted at the same address breaks the calls in flight, then answers 404 for the old session: the
+    # connection is told, so it opens a new session rather than sending on the dead one.
+    forgotten: list[bool] = []
+    pings: list[str] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        return b""
+
+    async with scripted(_pinged(backend_script(call), _http("404 Not Found", {}), pings)) as port:
+        server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        transport = open_transport(server, Path("."), on_forgotten=lambda: forgotten.append(True))
+        async with transport as (read, write), ClientSession(read, write) as session:
+            with anyio.fail_after(10):
+                await session.initialize()
+                with pytest.raises(MCPError):
+                    await session.call_tool("echo", {"text": "x"})
+    assert forgotten == [True] and pings == ["s-1"]
+
+
+def _pinged(script: Handler, answer: bytes, pings: list[str]) -> Handler:
+    """`script`, except that a ping is recorded (its session id) and answered with `answer`."""
+
+    async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         if method == "POST" and json.loads(body).get("method") == "ping":
             pings.append(headers.get("mcp-session-id", ""))
-            return await call(method, path, headers, body)
+            return answer
         return await script(method, path, headers, body)
 
-    async with scripted(gateway) as port:
-        with anyio.fail_after(10), pytest.raises(Exception) as ended:
-            await _call_through(port)
-    assert "stopped answering (a ping on a new connection: HTTP 502)" in _innermost(ended.value)
-    assert pings == ["s-1"]
+    return handler
 
 
 async def test_an_sse_result_over_a_mebibyte_arrives_whole(tmp_path: Path) -> None:

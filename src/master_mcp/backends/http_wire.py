@@ -50,7 +50,7 @@ _DRAIN_MAX_BYTES: Final = 64 * 1024
 _COMPUTED: Final = frozenset({"host", "content-length", "transfer-encoding"})
 
 
-class _BrokeOff(httpx2.RemoteProtocolError):
+class AnswerBrokeOff(httpx2.RemoteProtocolError):
     """An answer that had begun broke off: the backend has the request, which is therefore not sent again."""
 
 
@@ -191,48 +191,57 @@ class HttpWire:
         to: URL | None = None,
         repeatable: bool = False,
         fresh: bool = False,
+        credentials: bool = True,
     ) -> Reply:
         """Send one request to the endpoint (or to `to`, an `add_address`), answering its credentials' challenges;
-        the caller reads the reply and `finish`es it. `fresh`: on a connection of its own, not one kept alive.
+        the caller reads the reply and `finish`es it. `fresh`: on a connection of its own, not one kept alive;
+        `credentials=False`: without the credential flow (the configured headers still go).
 
         A request safe to repeat (`repeatable`) whose connection breaks before any answer goes once more, on a
         connection of its own: most often it went out on one kept alive that the backend was closing, unread, and
         any other kept alive as long may be closing too."""
         assert self._http is not None, "HttpWire is used inside `async with`"
+        auth = self._auth if credentials else None
         if fresh:
-            return await self._request(self._fresh_http(), method, headers, body, to)
+            return await self._request(self._fresh_http(), auth, method, headers, body, to)
         try:
-            return await self._request(self._http, method, headers, body, to)
-        except (*UNREACHABLE, _BrokeOff):
+            return await self._request(self._http, auth, method, headers, body, to)
+        except (*UNREACHABLE, AnswerBrokeOff):
             raise
         except httpx2.TransportError:
             if not repeatable:
                 raise
-        return await self._request(self._fresh_http(), method, headers, body, to)
+        return await self._request(self._fresh_http(), auth, method, headers, body, to)
 
     async def _request(
-        self, http: aiohttp.ClientSession, method: str, headers: dict[str, str], body: bytes | None, to: URL | None
+        self,
+        http: aiohttp.ClientSession,
+        auth: httpx2.Auth | None,
+        method: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        to: URL | None,
     ) -> Reply:
         merged = {**self._headers, **headers}  # the callers' names are lower case, as the configured ones are made
         target = self._target if to is None else to
-        if self._auth is None:
+        if auth is None:
             return await self._following(http, method, target, list(merged.items()), body)
         address = self._url if to is None else httpx2.URL(str(to))
         request = httpx2.Request(method, address, headers=merged, content=body)
-        flow = self._auth.async_auth_flow(request)
+        flow = auth.async_auth_flow(request)
         try:
             request = await flow.__anext__()
             while True:
                 url = target if request.url == address else URL(str(request.url), encoded=True)
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
                 reply = await self._following(http, request.method, url, pairs, request.content)
-                if self._auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
+                if auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
                     # An event stream may never end (a session's standalone stream), and no credential flow
                     # reads one: it is left for the caller.
                     try:
                         await reply.read()
                     except httpx2.TransportError as exc:
-                        raise _BrokeOff(str(exc)) from None
+                        raise AnswerBrokeOff(str(exc)) from None
                 try:
                     request = await flow.asend(reply.as_httpx(request))
                 except StopAsyncIteration:

@@ -32,7 +32,6 @@ from mcp_types import (
     INTERNAL_ERROR,
     ErrorData,
     JSONRPCError,
-    JSONRPCMessage,
     JSONRPCNotification,
     JSONRPCRequest,
     RequestId,
@@ -129,12 +128,17 @@ class _Link:
             if isinstance(message, JSONRPCRequest):
                 posting = self._taking[message.id] = _Posting(anyio.Event(), anyio.CancelScope())
                 repeatable = metadata is not None and REPEATABLE in (metadata.headers or {})
-                tg.start_soon(self._request, message, body, repeatable, posting)
+                sender = outbox.last_context
+                if sender is not None:  # the request's task runs in the sender's context (its log correlation)
+                    sender.run(tg.start_soon, self._request, message, body, repeatable, posting)
+                else:
+                    tg.start_soon(self._request, message, body, repeatable, posting)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
                 request_id = cancelled_request_id_from_params(message.params)
                 tg.start_soon(self._cancel, self._taking.get(request_id) if request_id is not None else None, body)
             else:
-                await self._tell(message, body)
+                initialized = isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized"
+                await self._tell(body, essential=initialized)
 
     async def _request(self, message: JSONRPCRequest, body: bytes, repeatable: bool, posting: _Posting) -> None:
         failure: ErrorData | None = None
@@ -154,18 +158,18 @@ class _Link:
                 await posting.taken.wait()
             # A POST the backend has still not taken is given up on: nobody waits for its answer any more.
             posting.scope.cancel()
-        failure = await self._post(body, repeatable=False)
-        if failure is not None:
-            logger.warning("a cancellation for the backend was lost: %s", failure.message)
+        await self._tell(body)
 
-    async def _tell(self, message: JSONRPCMessage, body: bytes) -> None:
+    async def _tell(self, body: bytes, *, essential: bool = False) -> None:
+        """POST a message that gets no answer, given `_POST_WITHIN_S`; one the session cannot go on without
+        (`essential`) ends it when it is not taken."""
         failure: ErrorData | None = _NOT_TAKEN
         with anyio.move_on_after(_POST_WITHIN_S):
             failure = await self._post(body, repeatable=False)
         if failure is None:
             return
-        if isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized":
-            raise httpx2.RemoteProtocolError(f"notifications/initialized was not delivered: {failure.message}")
+        if essential:
+            raise httpx2.RemoteProtocolError(f"an essential message was not delivered: {failure.message}")
         logger.warning("a message to the backend was lost: %s", failure.message)
 
     async def _post(self, body: bytes, repeatable: bool) -> ErrorData | None:

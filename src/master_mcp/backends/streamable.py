@@ -43,7 +43,7 @@ from mcp_types import (
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, HttpWire, Reply
+from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, AnswerBrokeOff, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ _MAX_DELAY_S: Final = 60.0
 _PROBE: Final = b'{"jsonrpc":"2.0","id":"master-mcp-probe","method":"ping"}'
 _PROBE_WITHIN_S: Final = 10.0
 _PROBE_SHARED_S: Final = 1.0
+# What a gateway answers for a backend it cannot reach at all (503 is left out: it is also "busy", and a busy
+# backend is there).
+_SILENT: Final = frozenset({502, 504})
 
 Inbox = ContextSendStream[SessionMessage | Exception]
 
@@ -142,7 +145,7 @@ class _Link:
 
     async def _still_there(self) -> None:
         """Raise `_Gone` unless the backend answers a ping on a new connection (an error answer is an answer; a
-        gateway's 502-504 is not)."""
+        gateway's 502 or 504 is not)."""
         async with self._probing:
             if time.monotonic() - self._probed_at >= _PROBE_SHARED_S:
                 self._silent = await self._ping()
@@ -151,13 +154,18 @@ class _Link:
             raise _Gone(f"the backend stopped answering (a ping on a new connection: {self._silent})")
 
     async def _ping(self) -> str | None:
+        """What the ping got when it got no answer, else None. It goes without the credential flow, which may have
+        a token to fetch: a 401 is an answer too."""
+        headers = self._headers()
         try:
             with anyio.fail_after(_PROBE_WITHIN_S):
-                reply = await self._wire.request("POST", self._headers(), _PROBE, fresh=True)
+                reply = await self._wire.request("POST", headers, _PROBE, fresh=True, credentials=False)
         except (httpx2.TransportError, TimeoutError) as exc:
             return type(exc).__name__
         await reply.finish()
-        return f"HTTP {reply.status}" if reply.status in UNAVAILABLE else None
+        if reply.status == 404 and _SESSION in headers:
+            self._on_forgotten()  # restarted at the same address: the calls that broke were lost with the session
+        return f"HTTP {reply.status}" if reply.status in _SILENT else None
 
     async def pump(self, outbox: ContextReceiveStream[SessionMessage], tg: TaskGroup) -> None:
         """POST what the session writes: a request in a task of its own, anything else in order, here."""
@@ -205,7 +213,7 @@ class _Link:
             logger.warning("a message to the backend was lost: %s", type(exc).__name__)
             return
         await reply.finish()
-        if essential and reply.status >= 400:
+        if essential and reply.status >= 300:
             raise httpx2.RemoteProtocolError(f"the backend refused an essential message: HTTP {reply.status}")
 
     async def _request(self, message: JSONRPCRequest, headers: dict[str, str], body: bytes, repeatable: bool) -> None:
@@ -225,7 +233,8 @@ class _Link:
         except UNREACHABLE:
             raise
         except httpx2.TransportError as exc:
-            await self._deliver(_error(message.id, CONNECTION_CLOSED, _broke("request", exc)))
+            what = "answer" if isinstance(exc, AnswerBrokeOff) else "request"
+            await self._deliver(_error(message.id, CONNECTION_CLOSED, _broke(what, exc)))
             return
         try:
             answer = await self._answer(message, reply)
