@@ -105,3 +105,20 @@ async def test_each_instance_gets_its_own_path_and_query() -> None:
                 reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
                 await reply.finish()
     assert sorted(seen) == sorted(url.removeprefix("http://") for url in urls)
+
+
+async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last_hope() -> None:
+    """A gateway's 502-504 means the instance behind it is not there: each one that answers so is marked down and
+    skipped for a while, the last one tried included (its answer still reaches the caller, there being no other)."""
+
+    async def unavailable(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        return b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
+
+    async with scripted(unavailable) as a, scripted(unavailable) as b:
+        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
+        instances = Instances("lb", urls, "round_robin")
+        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await reply.finish()
+    assert reply.status == 502
+    assert [row["up"] for row in instances.status()] == [False, False]

@@ -290,11 +290,13 @@ class HttpWire:
                 instances.failed(index, type(exc).__name__)
                 failure = exc
                 continue
-            if reply.status in UNAVAILABLE and attempt + 1 < len(candidates):
-                await reply.finish()
+            if reply.status in UNAVAILABLE:
                 instances.failed(index, f"HTTP {reply.status}")
-                continue
-            instances.succeeded(index)
+                if attempt + 1 < len(candidates):
+                    await reply.finish()
+                    continue
+            else:
+                instances.succeeded(index)
             if (issued := reply.headers.get("mcp-session-id")) is not None:
                 self._pins[issued] = index
                 while len(self._pins) > _MAX_PINS:
