@@ -747,3 +747,35 @@ async def test_an_sse_post_the_backend_never_takes_holds_up_no_other() -> None:
                 while len(posted) < 2:  # noqa: ASYNC110 - the scripted backend's own record
                     await anyio.sleep(0.01)
     assert b'"next"' in posted[1][1]
+
+
+class _Bearer(httpx2.Auth):
+    def auth_flow(self, request: httpx2.Request) -> Any:
+        request.headers["authorization"] = "Bearer from-the-flow"
+        yield request
+
+
+@pytest.mark.parametrize(
+    ("headers", "auth", "expected"),
+    [
+        ({}, None, "Basic dXNlcjpwYSBzcw=="),  # user:pa ss, as the URL gave them
+        ({"Authorization": "Bearer configured"}, None, "Bearer configured"),
+        ({}, _Bearer(), "Bearer from-the-flow"),
+    ],
+)
+async def test_a_url_with_user_info_gives_basic_credentials_unless_others_are_given(
+    headers: dict[str, str], auth: httpx2.Auth | None, expected: str
+) -> None:
+    # aiohttp refuses a request that carries user info in its URL and an Authorization header both.
+    seen: list[str] = []
+
+    async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        seen.append(headers.get("authorization", ""))
+        return _http("200 OK", {"content-type": "application/json"}, b"{}")
+
+    async with scripted(answer) as port:
+        url = f"http://user:pa%20ss@127.0.0.1:{port}/mcp"
+        async with HttpWire(url, headers=headers, auth=auth, instances=None) as wire:
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await reply.finish()
+    assert seen == [expected]

@@ -156,11 +156,16 @@ class HttpWire:
         self, url: str, *, headers: Mapping[str, str], auth: httpx2.Auth | None, instances: Instances | None
     ) -> None:
         self._url = httpx2.URL(url)
-        self._target = URL(str(self._url), encoded=True)
+        given = [URL(str(u), encoded=True) for u in [self._url, *(instances.urls if instances else [])]]
+        # A URL's user info goes as Basic credentials in a header of its own, by origin, rather than in the URL:
+        # aiohttp refuses a request that has both, and a credential flow's or a configured Authorization wins.
+        self._basic = {
+            u.origin(): aiohttp.BasicAuth(u.user or "", u.password or "").encode() for u in given if u.user is not None
+        }
+        self._target, *self._targets = [u.with_user(None) for u in given]
         self._headers = {name.lower(): value for name, value in headers.items()}
         self._auth = auth
         self._instances = instances
-        self._targets = [URL(str(u), encoded=True) for u in instances.urls] if instances else []
         self._proxies = {target: proxy_for(target) for target in [self._target, *self._targets]}
         self._pins: dict[str, int] = {}  # session id -> the instance that issued it
         self._http: aiohttp.ClientSession | None = None
@@ -309,6 +314,12 @@ class HttpWire:
         self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
     ) -> Reply:
         sent = [(k, v) for k, v in headers if k.lower() not in _COMPUTED]
+        if (
+            self._basic
+            and (basic := self._basic.get(url.origin()))
+            and all(k.lower() != "authorization" for k, _ in sent)
+        ):
+            sent.append(("authorization", basic))
         proxy = self._proxies[url] if url in self._proxies else proxy_for(url)
         with _as_httpx_errors():
             response = await http.request(method, url, headers=sent, data=body, allow_redirects=False, proxy=proxy)
