@@ -290,7 +290,7 @@ class HttpWire:
         for attempt, index in enumerate(candidates):
             try:
                 reply = await self._send(http, method, self._targets[index], headers, body)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            except UNREACHABLE as exc:
                 # Nothing reached this instance, so the next one may have the request.
                 instances.failed(index, type(exc).__name__)
                 failure = exc
