@@ -50,6 +50,7 @@ from starlette.routing import Route
 from master_mcp import heap, runtime
 from master_mcp.backends.http_wire import HttpWire, shared_tls
 from master_mcp.backends.streamable import streamable_http
+from master_mcp.tracing import spans_when_collected
 
 _RAW = TypeAdapter(dict[str, Any])
 _Request = types.Request[dict[str, Any] | None, str]
@@ -121,6 +122,7 @@ def sdk_floor(session: ClientSession, schemas: dict[str, Any]) -> Server[Any]:
     # 2026-07-28 call to check its `Mcp-Param-*` headers; the master hands it its catalog's, as this does.
     hints = dict.fromkeys(get_args(CacheableMethod), CacheHint(ttl_ms=0, scope="private"))
     server: Server[Any] = Server("floor", cache_hints=hints, get_tool_input_schema=schemas.get)
+    spans_when_collected(server)  # as the master does: the SDK's spans only where a tracer provider collects them
 
     async def forward(ctx: Any, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         result = await session.send_request(_Request(method=method, params=params), _RAW)  # type: ignore[type-var]

@@ -70,6 +70,7 @@ from master_mcp.relay import (
 )
 from master_mcp.rounds import PendingCall, RoundTrips
 from master_mcp.stores import Stores
+from master_mcp.tracing import spans_when_collected
 from master_mcp.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ class MasterServer:
         ]
         for method, params_type, handler in handlers:
             self.lowlevel.add_request_handler(method, params_type, handler)
+        spans_when_collected(self.lowlevel)
         self.lowlevel.middleware.append(self._per_request)
 
     async def _per_request(self, ctx: Ctx, call_next: Any) -> Any:

@@ -1,0 +1,76 @@
+"""The SDK's OpenTelemetry span per front request: made while a tracer provider is installed, skipped otherwise.
+
+The recording tracer provider below stands in for an OpenTelemetry SDK, which is not a dependency; it records the
+spans the SDK starts through the OpenTelemetry API, which is the real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from mcp import Client
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.util._once import Once
+
+from master_mcp.tracing import SpansWhenCollected
+from tests.conftest import make_config, serve_master, stdio_server
+
+pytestmark = pytest.mark.anyio
+
+
+class _Recording(TracerProvider, Tracer):
+    """A tracer provider that is its own tracer, and keeps the name and kind of every span started."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, SpanKind]] = []
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return self
+
+    def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, **kwargs: Any) -> Span:
+        self.spans.append((name, kind))
+        return INVALID_SPAN
+
+    @contextmanager
+    def start_as_current_span(
+        self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, **kwargs: Any
+    ) -> Iterator[Span]:
+        yield self.start_span(name, context, kind)
+
+
+@pytest.fixture
+def provider() -> Iterator[_Recording]:
+    """A recording provider, not installed yet; the process's provider is put back afterwards. OpenTelemetry lets a
+    process set its provider once, so the two globals it keeps are reset around the test."""
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        yield _Recording()
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+
+
+async def test_front_requests_get_spans_once_a_tracer_provider_is_installed(provider: _Recording) -> None:
+    async with serve_master(make_config(stdio_server("one"))) as (master, url):
+        layer = next(m for m in master.lowlevel.middleware if isinstance(m, SpansWhenCollected))
+        entered: list[str] = []
+        traced = layer._traced
+
+        async def counting(ctx: Any, call_next: Any) -> Any:
+            entered.append(ctx.method)
+            return await traced(ctx, call_next)
+
+        layer._traced = counting
+        async with Client(url, mode="legacy") as client:
+            await client.call_tool("one__echo", {"text": "untraced"})
+            assert entered == [] and provider.spans == []  # nothing collects: the SDK's span work is skipped
+
+            trace.set_tracer_provider(provider)  # as `opentelemetry-instrument` or an embedder would, later on
+            result = await client.call_tool("one__echo", {"text": "traced"})
+    assert not result.is_error
+    assert entered == ["tools/call"]
+    assert ("tools/call one__echo", SpanKind.SERVER) in provider.spans
