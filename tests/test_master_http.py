@@ -406,6 +406,39 @@ async def test_a_silent_long_call_gets_its_stream_in_time(monkeypatch: pytest.Mo
         assert (await http.post(url, json=quick, headers=ids)).headers["content-type"] == "application/json"
 
 
+async def test_silent_calls_started_at_different_times_each_get_their_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One timer per session watches its silent calls: it fires for a call already answered, and for calls that
+    are not due yet it waits again, so each of them gets its stream."""
+    monkeypatch.setattr(front_http._AdaptiveTransport, "open_after_s", 0.3)
+    opened: dict[int, float] = {}
+    async with serve_master(make_config(stdio_server("loud"))) as (_, url), httpx2.AsyncClient() as http:
+        ids = await _handshake_session(http, url, {})
+        quick = {"name": "loud__echo", "arguments": {"text": "q"}}
+        await http.post(url, json={"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": quick}, headers=ids)
+        # The timer the quick call armed fires while neither call below is due yet, and then once for each.
+        await anyio.sleep(0.1)
+
+        async def slow(request_id: int) -> None:
+            params = {"name": "loud__slow", "arguments": {"seconds": 2}}
+            call = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+            async with http.stream("POST", url, json=call, headers=ids) as streamed:
+                assert streamed.headers["content-type"].startswith("text/event-stream")
+                opened[request_id] = anyio.current_time()
+                received = [line async for line in streamed.aiter_lines()]
+            assert any(f'"id":{request_id}' in line.replace(" ", "") for line in received)
+
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow, 51)
+            await anyio.sleep(0.1)
+            tg.start_soon(slow, 52)
+    # Both streams opened long before their answers (2 s), each about `open_after_s` after its own start.
+    assert set(opened) == {51, 52}
+    assert all(at - started < 1.5 for at in opened.values())
+
+
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
     sse = HttpBackend("--name", "legacy-sse", sse=True)
     try:

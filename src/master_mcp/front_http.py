@@ -152,6 +152,10 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
     _opened: set[str]
     # How long a request may stay silent before its stream opens anyway.
     open_after_s = 10.0
+    # The lazily answered requests in flight, by the loop time their stream opens, oldest first; one timer per
+    # session watches them (a timer per request was about 35 Python calls per call: heap pushes, handles, cancels).
+    _silent: dict[str, float]
+    _silence_timer: asyncio.TimerHandle | None = None
 
     is_json_response_enabled = _ChosenPerRequest()
 
@@ -182,14 +186,33 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         token = _LAZY.set(request_id if lazy else None)
         # A long call that sends nothing still gets its stream (and the stream's pings) before a client or a
         # proxy between gives up on a silent response.
-        timer = asyncio.get_running_loop().call_later(self.open_after_s, self._open_now, request_id) if lazy else None
+        if lazy:
+            self._watch_silence(request_id)
         try:
             with _answered(scope, streams=lazy, as_json=True):
                 await super()._handle_post_request(scope, request, receive, send)
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._silent.pop(request_id, None)
             _LAZY.reset(token)
+
+    def _watch_silence(self, request_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        opens_at = loop.time() + self.open_after_s
+        self._silent[request_id] = opens_at
+        if self._silence_timer is None:
+            self._silence_timer = loop.call_at(opens_at, self._open_silent)
+
+    def _open_silent(self) -> None:
+        """Open the stream of every request silent for `open_after_s`, and wait for the next one to be."""
+        self._silence_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for request_id, opens_at in list(self._silent.items()):
+            if opens_at > now:
+                self._silence_timer = loop.call_at(opens_at, self._open_silent)
+                return
+            del self._silent[request_id]
+            self._open_now(request_id)
 
     def _open_now(self, request_id: str) -> None:
         queued = self._request_streams.get(request_id)
@@ -313,6 +336,7 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             transport.__class__ = _AdaptiveTransport
             transport.is_json_response_enabled = configured
             transport._opened = set()  # type: ignore[attr-defined]
+            transport._silent = {}  # type: ignore[attr-defined]
         return transport
 
 
