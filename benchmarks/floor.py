@@ -10,8 +10,8 @@ HTTP transport the master uses, or stdio), its garbage collector and HTTP server
 No names, no auth, no metrics, no logging, no relay. Its ratio to direct bounds what any gateway on this SDK
 reaches on this machine.
 `--backend-era auto` lets the backend hop negotiate 2026-07-28 where the backend offers it (the master does not,
-yet): what that change could reach at best. The master's transport speaks only the handshake era, so that hop is
-the SDK's own client on httpx2, its responses read to their end so that connections are reused.
+yet): what an era-matched lane could reach at best. That hop goes over the master's transport too, which carries
+2026-07-28 requests as they come (sessionless POSTs, their headers from the session's metadata).
 
 `bytes`: a TCP relay that copies bytes between the client and an HTTP backend without reading them (no MCP, no
 HTTP parsing): what one more process on the path costs by itself.
@@ -28,14 +28,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, get_args
 from urllib.parse import urlsplit
 
-import anyio
-import httpx2
 import mcp_types as types
 import uvicorn
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -48,7 +45,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from master_mcp import heap, runtime
-from master_mcp.backends.http_wire import HttpWire, shared_tls
+from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.tracing import spans_when_collected
 
@@ -56,55 +53,16 @@ _RAW = TypeAdapter(dict[str, Any])
 _Request = types.Request[dict[str, Any] | None, str]
 
 
-class _ReadToEnd(httpx2.AsyncBaseTransport):
-    """The SDK client closes an event stream once it has its answer, before the body's end; read what is left
-    (briefly), or every call opens a new connection."""
-
-    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._inner.handle_async_request(request)
-        if isinstance(response.stream, httpx2.AsyncByteStream):
-            response.stream = _Drained(response.stream)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _Drained(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream) -> None:
-        self._stream = stream
-        self._chunks: AsyncIterator[bytes] | None = None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        self._chunks = aiter(self._stream)
-        return self._chunks
-
-    async def aclose(self) -> None:
-        try:
-            with anyio.move_on_after(0.05):
-                async for _ in self._chunks if self._chunks is not None else aiter(self._stream):
-                    pass
-        finally:
-            await self._stream.aclose()
-
-
 @asynccontextmanager
 async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSession]:
     async with AsyncExitStack() as stack:
         read: ReadStream[SessionMessage | Exception]
         write: WriteStream[SessionMessage]
-        if target[0].startswith("http") and era != "auto":
+        if target[0].startswith("http"):
             wire = await stack.enter_async_context(HttpWire(target[0], headers={}, auth=None, instances=None))
             read, write = await stack.enter_async_context(
                 streamable_http(wire, max_event_bytes=1 << 28, on_forgotten=lambda: None)
             )
-        elif target[0].startswith("http"):
-            transport = _ReadToEnd(httpx2.AsyncHTTPTransport(verify=shared_tls()))
-            http = await stack.enter_async_context(httpx2.AsyncClient(transport=transport, timeout=30))
-            read, write = await stack.enter_async_context(streamable_http_client(target[0], http_client=http))
         else:
             parameters = StdioServerParameters(command=target[0], args=target[1:])
             read, write = await stack.enter_async_context(stdio_client(parameters))
