@@ -69,6 +69,8 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))
         if era == "auto":
             await negotiate_auto(session)
+            if session.discover_result is None:  # it fell back to the handshake: this row would not be what it says
+                raise SystemExit("the backend hop did not negotiate 2026-07-28")
         else:
             await session.initialize()
         yield session

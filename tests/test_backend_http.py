@@ -20,6 +20,7 @@ import httpx2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -44,6 +45,17 @@ def connections_to(port: int) -> int:
         if remote.endswith(f":{port:04X}"):
             count += 1
     return count
+
+
+async def test_a_2026_07_28_session_goes_over_the_transport_as_it_is(http_backend: HttpBackend, tmp_path: Path) -> None:
+    """The master's backend sessions begin with `initialize`, but the transport carries a 2026-07-28 session as well
+    (discover, then sessionless POSTs with the headers the session sets); the benchmark's floor hops over it so."""
+    server = make_config({"id": "remote", "type": "http", "url": http_backend.url}).servers[0]
+    async with open_transport(server, tmp_path) as (read, write), ClientSession(read, write) as session:
+        await negotiate_auto(session)
+        assert session.discover_result is not None and session.initialize_result is None  # no handshake fallback
+        assert text(await session.call_tool("echo", {"text": "modern"})) == "modern"
+        assert text(await session.call_tool("echo", {"text": "again"})) == "again"
 
 
 async def test_calls_to_an_http_backend_share_one_connection(http_backend: HttpBackend, tmp_path: Path) -> None:

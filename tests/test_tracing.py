@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.shared import _otel as sdk_otel
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer, TracerProvider
 from opentelemetry.util._once import Once
@@ -43,11 +44,14 @@ class _Recording(TracerProvider, Tracer):
 
 
 @pytest.fixture
-def provider() -> Iterator[_Recording]:
-    """A recording provider, not installed yet; the process's provider is put back afterwards. OpenTelemetry lets a
-    process set its provider once, so the two globals it keeps are reset around the test."""
+def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recording]:
+    """A recording provider, not installed yet; the process's tracing is put back afterwards. OpenTelemetry lets a
+    process set its provider once, so the two globals it keeps are reset around the test, and the SDK's tracer (a
+    proxy that keeps the first real tracer it finds) is a fresh one for the test only."""
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
     saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
     trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    monkeypatch.setattr(sdk_otel, "_tracer", trace.get_tracer("mcp-python-sdk"))
     try:
         yield _Recording()
     finally:

@@ -186,28 +186,33 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         token = _LAZY.set(request_id if lazy else None)
         # A long call that sends nothing still gets its stream (and the stream's pings) before a client or a
         # proxy between gives up on a silent response.
-        if lazy:
-            self._watch_silence(request_id)
+        opens_at = self._watch_silence(request_id) if lazy else 0.0
         try:
             with _answered(scope, streams=lazy, as_json=True):
                 await super()._handle_post_request(scope, request, receive, send)
         finally:
-            self._silent.pop(request_id, None)
+            if lazy and self._silent.get(request_id) == opens_at:  # a newer request with this id is its own
+                del self._silent[request_id]
             _LAZY.reset(token)
 
-    def _watch_silence(self, request_id: str) -> None:
+    def _watch_silence(self, request_id: str) -> float:
+        """Note when `request_id`'s stream opens if it stays silent; the note is the request's own to remove."""
         loop = asyncio.get_running_loop()
         opens_at = loop.time() + self.open_after_s
+        # A request id reused while the first is in flight goes to the end, where its time puts it.
+        self._silent.pop(request_id, None)
         self._silent[request_id] = opens_at
         if self._silence_timer is None:
             self._silence_timer = loop.call_at(opens_at, self._open_silent)
+        return opens_at
 
     def _open_silent(self) -> None:
         """Open the stream of every request silent for `open_after_s`, and wait for the next one to be."""
         self._silence_timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for request_id, opens_at in list(self._silent.items()):
+        while self._silent:
+            request_id, opens_at = next(iter(self._silent.items()))
             if opens_at > now:
                 self._silence_timer = loop.call_at(opens_at, self._open_silent)
                 return

@@ -1,10 +1,11 @@
 """OpenTelemetry spans for front requests, made only where something collects them.
 
 The SDK wraps every request a server handles in a span, and its server tracer is a no-op until an OpenTelemetry
-SDK is installed as the tracer provider. The no-op still costs about 70 Python calls per request (attributes,
-context extraction, two context managers), a few percent of a forwarded call. So the SDK's span middleware runs
-only while a tracer provider is installed, checked per request: `opentelemetry-instrument master-mcp serve`, or an
-embedder that sets one after the master is built, gets its spans as before.
+SDK is installed as the tracer provider. The no-op still costs about 30 Python calls per forwarded call (its
+attributes, context lookups and two context managers; cProfile over 300 calls: 2,333 -> 2,305 in the master). So
+the SDK's span middleware runs only once a tracer provider is installed, which is checked per request until one is
+(a provider, once set, stays): `opentelemetry-instrument master-mcp serve`, or an embedder that sets one after the
+master is built, gets its spans as before.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ class SpansWhenCollected:
 
     def __init__(self, traced: ServerMiddleware[Any]) -> None:
         self._traced = traced
+        self._collected = False
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        # Until a provider is set, OpenTelemetry hands out its proxy, whose spans record nothing.
-        if isinstance(get_tracer_provider(), ProxyTracerProvider):
-            return await call_next(ctx)
+        if not self._collected:
+            # Until a provider is set, OpenTelemetry hands out its proxy, whose spans record nothing.
+            if isinstance(get_tracer_provider(), ProxyTracerProvider):
+                return await call_next(ctx)
+            self._collected = True
         return await self._traced(ctx, call_next)
 
 

@@ -7,7 +7,8 @@ reads the answer, a JSON body or an event stream; an event stream that breaks of
 from that id. The session's standalone stream (GET) starts once the session is initialized and reconnects a
 few times; the session is deleted when the connection closes.
 
-Only the handshake era is spoken here: the master's backend sessions always begin with `initialize`.
+The master's backend sessions always begin with `initialize`. A 2026-07-28 session goes over it as it is (discover,
+then sessionless POSTs with the headers the session sets): the benchmark's floor uses that.
 """
 
 from __future__ import annotations
