@@ -168,6 +168,23 @@ async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: st
                 await anyio.sleep(0.05)
 
 
+async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(backend: dict[str, Any]) -> None:
+    """An in-line 2026-07-28 call is watched for its client going away only once it has run a moment (most end
+    sooner); a client that goes away before that is noticed as the watch begins."""
+    async with serve_master(make_config(backend)) as (_, url), Client(url, mode="2026-07-28") as client:
+        assert text(await client.call_tool("live__echo", {"text": "warm"})) == "warm"  # the path is up
+        with anyio.move_on_after(0.05):  # well before the watch begins (0.2 s)
+            await client.call_tool("live__slow", {"seconds": 30})
+
+        async def cancelled() -> int:
+            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
+            return int(counts.get("cancelled", 0))
+
+        with anyio.fail_after(10):
+            while await cancelled() == 0:  # noqa: ASYNC110 - the backend's own count, polled over MCP
+                await anyio.sleep(0.05)
+
+
 # ---- a backend's requests to its client, relayed to the client whose call it is ---------------------------------
 
 
