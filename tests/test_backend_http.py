@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, JSONRPCNotification, JSONRPCRequest
 
+from master_mcp.backends import legacy_sse
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
 from master_mcp.backends.transports import open_transport
@@ -759,6 +760,50 @@ async def test_an_sse_post_the_backend_never_takes_holds_up_no_other() -> None:
                 while len(posted) < 2:  # noqa: ASYNC110 - the scripted backend's own record
                     await anyio.sleep(0.01)
     assert b'"next"' in posted[1][1]
+
+
+async def test_an_sse_cancellation_follows_its_request_and_gives_up_one_never_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cancellation is POSTed only once its request's POST has been taken, so the backend never hears of it
+    first; a request the backend never takes is given up after `_POST_WITHIN_S` (shortened here from 10 s), its
+    connection closed, and its cancellation POSTed then."""
+    monkeypatch.setattr(legacy_sse, "_POST_WITHIN_S", 0.3)
+    posted: list[tuple[str, bytes]] = []
+    stalled: list[Held] = []
+    answer = _sse_backend(b"/messages/?session_id=s", "202 Accepted", posted)
+
+    async def keeping(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        reply = await answer(method, path, headers, body)
+        if method == "POST" and isinstance(reply, Held):
+            stalled.append(reply)
+        return reply
+
+    async with scripted(keeping) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        async with open_transport(server, Path(".")) as (_, write):
+            with anyio.fail_after(5):
+                for number, name in enumerate(["stall", "quick"]):
+                    request = JSONRPCRequest(jsonrpc="2.0", id=number, method="tools/call", params={"name": name})
+                    await write.send(SessionMessage(request))
+                sent = anyio.current_time()
+                for number in (1, 0):
+                    cancel = {"requestId": number, "reason": "the caller gave up"}
+                    await write.send(
+                        SessionMessage(
+                            JSONRPCNotification(jsonrpc="2.0", method="notifications/cancelled", params=cancel)
+                        )
+                    )
+                while len(posted) < 4:  # noqa: ASYNC110 - the scripted backend's own record
+                    await anyio.sleep(0.01)
+                waited = anyio.current_time() - sent
+                await stalled[0].closed.wait()  # the POST never taken was given up: its connection is closed
+    seen = [
+        (m.get("method"), m.get("id", m.get("params", {}).get("requestId"))) for m in (json.loads(b) for _, b in posted)
+    ]
+    assert seen.index(("notifications/cancelled", 1)) > seen.index(("tools/call", 1))
+    assert seen[-1] == ("notifications/cancelled", 0)  # after the stalled request's wait ran out
+    assert waited >= 0.3
 
 
 class _Bearer(httpx2.Auth):
