@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from master_mcp import front_http
 from tests.conftest import (
     FIXTURE,
     TESTS,
@@ -168,12 +169,16 @@ async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: st
                 await anyio.sleep(0.05)
 
 
-async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(backend: dict[str, Any]) -> None:
-    """An in-line 2026-07-28 call is watched for its client going away only once it has run a moment (most end
-    sooner); a client that goes away before that is noticed as the watch begins."""
+async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-line 2026-07-28 call is watched for its client going away only once it has run a moment (0.2 s; 2 s
+    here, so that the call surely reaches the backend before its client goes); a client that goes away before that
+    is noticed as the watch begins."""
+    monkeypatch.setattr(front_http, "_WATCH_AFTER_S", 2.0)
     async with serve_master(make_config(backend)) as (_, url), Client(url, mode="2026-07-28") as client:
         assert text(await client.call_tool("live__echo", {"text": "warm"})) == "warm"  # the path is up
-        with anyio.move_on_after(0.05):  # well before the watch begins (0.2 s)
+        with anyio.move_on_after(0.5):  # well before the watch begins
             await client.call_tool("live__slow", {"seconds": 30})
 
         async def cancelled() -> int:

@@ -9,6 +9,7 @@ request costs a dict entry, and one timer wakes for the oldest wait.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -39,13 +40,18 @@ class Deadlines(Generic[K]):
         self._waiting.pop(key, None)  # a key added again waits from now, behind the others
         self._waiting[key] = at
         if self._timer is None:
-            self._timer = loop.call_at(at, self._wake)
+            self._timer = self._arm(loop, at)
         return at
 
     def remove(self, key: K, at: float) -> None:
         """End the wait of `key` that `add` began at `at`; a later wait of the same key is its own."""
         if self._waiting.get(key) == at:
             del self._waiting[key]
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> asyncio.TimerHandle:
+        # In a context of its own: a timer would otherwise run, and keep alive, the context of whichever request
+        # armed it, and its actions would run in that unrelated request's context (its trace, its log fields).
+        return loop.call_at(at, self._wake, context=contextvars.Context())
 
     def _wake(self) -> None:
         self._timer = None
@@ -55,7 +61,7 @@ class Deadlines(Generic[K]):
         while self._waiting:
             key, at = next(iter(self._waiting.items()))
             if at > now:
-                self._timer = loop.call_at(at, self._wake)
+                self._timer = self._arm(loop, at)
                 break
             del self._waiting[key]
             fallen.append(key)

@@ -25,6 +25,7 @@ away (which is how a 2026-07-28 client cancels).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -321,6 +322,7 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
             transport.__class__ = _AdaptiveTransport
             transport.is_json_response_enabled = configured
             transport._opened = set()  # type: ignore[attr-defined]
+            # `open_after_s` is read here, once per session: a change made later applies to sessions opened later.
             transport._silent = Deadlines(transport.open_after_s, transport._open_now)  # type: ignore[attr-defined]
         return transport
 
@@ -351,15 +353,17 @@ class _Watch:
     (cProfile, 300 calls, stdio backend: 1,988 per request with it, 1,889 without). A client that went away sooner
     is noticed as the watch begins. The watcher is a bare task rather than a task group's: it only cancels."""
 
-    __slots__ = ("_receive", "_served", "_task")
+    __slots__ = ("_context", "_receive", "_served", "_task")
 
     def __init__(self, receive: Receive, served: anyio.CancelScope) -> None:
         self._receive = receive
         self._served = served
+        self._context = contextvars.copy_context()  # the watcher runs in its request's context, as it did inline
         self._task: asyncio.Task[None] | None = None
 
     def begin(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(_cancel_on_disconnect(self._receive, self._served))
+        watching = _cancel_on_disconnect(self._receive, self._served)
+        self._task = asyncio.get_running_loop().create_task(watching, context=self._context)
 
     def end(self) -> None:
         if self._task is not None:
