@@ -748,15 +748,20 @@ async def test_an_sse_session_opens_with_credentials_that_read_response_bodies(t
         backend.stop()
 
 
+async def _call_tools(write: Any, *names: str) -> None:
+    """Send a `tools/call` request for each name, numbered from 0, as a session would."""
+    for number, name in enumerate(names):
+        request = JSONRPCRequest(jsonrpc="2.0", id=number, method="tools/call", params={"name": name})
+        await write.send(SessionMessage(request))
+
+
 async def test_an_sse_post_the_backend_never_takes_holds_up_no_other() -> None:
     posted: list[tuple[str, bytes]] = []
     async with scripted(_sse_backend(b"/messages/?session_id=s", "202 Accepted", posted)) as port:
         server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
         async with open_transport(server, Path(".")) as (_, write):
             with anyio.fail_after(5):
-                for number, name in enumerate(["stall", "next"]):
-                    request = JSONRPCRequest(jsonrpc="2.0", id=number, method="tools/call", params={"name": name})
-                    await write.send(SessionMessage(request))
+                await _call_tools(write, "stall", "next")
                 while len(posted) < 2:  # noqa: ASYNC110 - the scripted backend's own record
                     await anyio.sleep(0.01)
     assert b'"next"' in posted[1][1]
@@ -783,9 +788,7 @@ async def test_an_sse_cancellation_follows_its_request_and_gives_up_one_never_ta
         server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
         async with open_transport(server, Path(".")) as (_, write):
             with anyio.fail_after(5):
-                for number, name in enumerate(["stall", "quick"]):
-                    request = JSONRPCRequest(jsonrpc="2.0", id=number, method="tools/call", params={"name": name})
-                    await write.send(SessionMessage(request))
+                await _call_tools(write, "stall", "quick")
                 sent = anyio.current_time()
                 for number in (1, 0):
                     cancel = {"requestId": number, "reason": "the caller gave up"}

@@ -152,6 +152,16 @@ async def test_a_session_opened_after_set_level_logs_at_that_level(backend: dict
     assert [p.data for p in inbox.logs] == ["late:debug", "late:info", "late:warning"]
 
 
+async def a_cancellation_reaches_the_backend(client: Client) -> None:
+    """Wait until the backend has counted a call cancelled: its own count, polled over MCP, for at most 10 s."""
+    with anyio.fail_after(10):
+        while True:
+            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
+            if int(counts.get("cancelled", 0)) > 0:
+                return
+            await anyio.sleep(0.05)
+
+
 @pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
 async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: str) -> None:
     """A handshake-era client cancels with `notifications/cancelled`; a 2026-07-28 client by closing its request
@@ -159,14 +169,7 @@ async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: st
     async with serve_master(make_config(backend)) as (_, url), Client(url, mode=era) as client:
         with anyio.move_on_after(0.5):
             await client.call_tool("live__slow", {"seconds": 30})
-
-        async def cancelled() -> int:
-            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
-            return int(counts.get("cancelled", 0))
-
-        with anyio.fail_after(10):
-            while await cancelled() == 0:  # noqa: ASYNC110 - the backend's own count, polled over MCP
-                await anyio.sleep(0.05)
+        await a_cancellation_reaches_the_backend(client)
 
 
 async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(
@@ -180,14 +183,7 @@ async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(
         assert text(await client.call_tool("live__echo", {"text": "warm"})) == "warm"  # the path is up
         with anyio.move_on_after(0.5):  # well before the watch begins
             await client.call_tool("live__slow", {"seconds": 30})
-
-        async def cancelled() -> int:
-            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
-            return int(counts.get("cancelled", 0))
-
-        with anyio.fail_after(10):
-            while await cancelled() == 0:  # noqa: ASYNC110 - the backend's own count, polled over MCP
-                await anyio.sleep(0.05)
+        await a_cancellation_reaches_the_backend(client)
 
 
 # ---- a backend's requests to its client, relayed to the client whose call it is ---------------------------------
