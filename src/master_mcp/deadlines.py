@@ -2,7 +2,7 @@
 
 The front starts something for a request that has run a while: the stream of a silent call (after 10 s), the
 watcher of a 2026-07-28 client going away (after a moment). Most requests end long before. An asyncio timer per
-request cost about 35 Python calls (a handle, heap pushes, a cancel), a watcher task per request about 100; here a
+request cost about 35 Python calls (a handle, heap pushes, a cancel), a watcher task per request about 33; here a
 request costs a dict entry, and one timer wakes for the oldest wait.
 """
 
