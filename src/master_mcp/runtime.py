@@ -20,7 +20,7 @@ UVICORN: Mapping[str, Any] = MappingProxyType(
     {
         # asyncio, not uvicorn's "auto": with uvloop installed, stdio children would get sockets for stdin and
         # stdout instead of pipes (`> /dev/stdout` fails in a wrapper script) and inherit the master's open
-        # descriptors (uvloop does not close them), to save about 0.3 ms of CPU per call (docs/benchmarks.md).
+        # descriptors (uvloop does not close them), to save 0.1-0.3 ms of CPU per call (docs/benchmarks.md).
         "loop": "asyncio",
         # httptools (a dependency) parses HTTP in C where h11 does it in Python: 2,841 -> 2,343 Python calls per
         # forwarded call
