@@ -5,8 +5,8 @@
 
 `sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
 pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
-manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the same
-HTTP transport the master uses, or stdio), its garbage collector and HTTP server settings as the master's.
+manager (JSON answers, the cheaper mode), and one `ClientSession` to the backend (handshake era, over the
+master's own HTTP or stdio transport), its garbage collector and HTTP server settings as the master's.
 No names, no auth, no metrics, no logging, no relay. Its ratio to direct bounds what any gateway on this SDK
 reaches on this machine.
 `--backend-era auto` lets the backend hop negotiate 2026-07-28 where the backend offers it (the master does not,
@@ -23,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
 
@@ -32,7 +34,6 @@ import mcp_types as types
 import uvicorn
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -46,6 +47,7 @@ from starlette.routing import Route
 
 from master_mcp import heap, runtime
 from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.tracing import spans_when_collected
 
@@ -64,8 +66,10 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
                 streamable_http(wire, max_event_bytes=1 << 28, on_forgotten=lambda: None)
             )
         else:
-            parameters = StdioServerParameters(command=target[0], args=target[1:])
-            read, write = await stack.enter_async_context(stdio_client(parameters))
+            child = stdio_child(
+                "backend", target[0], target[1:], env={}, cwd=Path.cwd(), stderr=sys.stderr, max_line_bytes=1 << 28
+            )
+            read, write = await stack.enter_async_context(child)
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))
         if era == "auto":
             await negotiate_auto(session)

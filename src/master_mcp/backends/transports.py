@@ -12,26 +12,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
-from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.legacy_sse import legacy_sse
+from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
 from master_mcp.logs import REDACTOR
 
-# A backend's answer arrives as one SSE event; the SDK's 1 MiB default would fail every larger result (a file, a
-# report). The bound still keeps one runaway backend from growing the master without limit.
-_MAX_SSE_EVENT_BYTES = 256 * 1024 * 1024
+# A backend's answer arrives as one SSE event or one line of a stdio child; the SDK's 1 MiB default for SSE would
+# fail every larger result (a file, a report). The bound still keeps one runaway backend from growing the master
+# without limit.
+_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
-def stdio_parameters(server: ServerConfig, base_dir: Path) -> StdioServerParameters:
-    assert server.command is not None
+def _working_dir(server: ServerConfig, base_dir: Path) -> Path:
     cwd = Path(server.cwd) if server.cwd else base_dir
-    if not cwd.is_absolute():
-        cwd = base_dir / cwd
-    return StdioServerParameters(command=server.command, args=list(server.args), env=dict(server.env), cwd=cwd)
+    return cwd if cwd.is_absolute() else base_dir / cwd
 
 
 @contextmanager
@@ -71,8 +69,18 @@ async def open_transport(
     streamable-HTTP backend no longer knows the session; `instances` spreads requests over several instances of
     the backend."""
     if server.type == "stdio":
+        assert server.command is not None
         with child_stderr(server.id, stderr_tail) as errlog:
-            async with stdio_client(stdio_parameters(server, base_dir), errlog=errlog) as streams:
+            child = stdio_child(
+                server.id,
+                server.command,
+                list(server.args),
+                env=dict(server.env),
+                cwd=_working_dir(server, base_dir),
+                stderr=errlog,
+                max_line_bytes=_MAX_MESSAGE_BYTES,
+            )
+            async with child as streams:
                 errlog.close()  # the child has its copy; EOF on the pipe now means the child is gone
                 yield streams
         return
@@ -80,9 +88,9 @@ async def open_transport(
     assert url is not None
     async with HttpWire(url, headers=server.headers, auth=auth, instances=instances) as wire:
         if server.type == "sse":
-            async with legacy_sse(wire, max_event_bytes=_MAX_SSE_EVENT_BYTES) as streams:
+            async with legacy_sse(wire, max_event_bytes=_MAX_MESSAGE_BYTES) as streams:
                 yield streams
             return
         forgotten = on_forgotten or (lambda: None)
-        async with streamable_http(wire, max_event_bytes=_MAX_SSE_EVENT_BYTES, on_forgotten=forgotten) as streams:
+        async with streamable_http(wire, max_event_bytes=_MAX_MESSAGE_BYTES, on_forgotten=forgotten) as streams:
             yield streams
