@@ -70,6 +70,75 @@ async def test_a_child_that_exits_when_its_stdin_closes_is_sent_no_signal(tmp_pa
     assert (tmp_path / "seen").read_text() == "EOF"
 
 
+async def test_a_child_deaf_to_its_stdin_gets_sigterm(tmp_path: Path) -> None:
+    child = _child(
+        tmp_path,
+        """
+        import pathlib, signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path(sys.argv[1], "seen").write_text("SIGTERM"), sys.exit(0)))
+        print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
+        time.sleep(60)
+        """,
+    )
+    with anyio.fail_after(15):
+        async with child as (read, _):
+            await read.__anext__()
+    assert (tmp_path / "seen").read_text() == "SIGTERM"
+
+
+async def test_a_child_that_writes_a_lot_as_it_ends_is_read_to_its_end(tmp_path: Path) -> None:
+    # With a 1 KiB bound, asyncio stops reading the pipe after 2 KiB: unless the rest is read and thrown away, the
+    # child blocks on a full pipe and never gets to exit by itself.
+    child = _child(
+        tmp_path,
+        """
+        import pathlib, signal, sys
+        seen = pathlib.Path(sys.argv[1]) / "seen"
+        signal.signal(signal.SIGTERM, lambda *_: (seen.write_text("SIGTERM"), sys.exit(1)))
+        print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
+        sys.stdin.read()
+        for n in range(10_000):
+            sys.stdout.write("x" * 99 + "\\n")
+        sys.stdout.flush()
+        seen.write_text("EOF")
+        """,
+        max_line_bytes=1024,
+    )
+    with anyio.fail_after(15):
+        async with child as (read, _):
+            await read.__anext__()
+    assert (tmp_path / "seen").read_text() == "EOF"
+
+
+async def test_a_child_that_reads_nothing_holds_up_its_senders_not_the_masters_memory(tmp_path: Path) -> None:
+    child = _child(
+        tmp_path,
+        """
+        import pathlib, sys, time
+        here = pathlib.Path(sys.argv[1])
+        while not (here / "go").exists():
+            time.sleep(0.02)
+        (here / "count").write_text(str(sum(1 for _ in sys.stdin)))
+        """,
+    )
+    pad = "x" * 20_000
+
+    async def give_up_after_a_while(n: int) -> None:
+        with anyio.move_on_after(0.5):
+            await write.send(
+                SessionMessage(types.JSONRPCRequest(jsonrpc="2.0", id=n, method="ping", params={"pad": pad}))
+            )
+
+    with anyio.fail_after(15):
+        async with child as (_, write):
+            async with anyio.create_task_group() as tg:
+                for n in range(30):
+                    tg.start_soon(give_up_after_a_while, n)
+            (tmp_path / "go").touch()
+    # What the pipe and asyncio's 64 KiB took before the senders had to wait; the others, which gave up, sent nothing.
+    assert 1 <= int((tmp_path / "count").read_text()) < 10
+
+
 async def test_a_child_deaf_to_its_stdin_and_sigterm_is_killed_with_what_it_started(tmp_path: Path) -> None:
     child = _child(
         tmp_path,
@@ -117,7 +186,9 @@ async def test_a_line_that_is_not_json_rpc_is_an_error_that_does_not_repeat_it(t
         tmp_path,
         """
         import time
+        import sys
         print('{"access_token": "s3cret-value"}', flush=True)
+        sys.stdout.buffer.write(b'{"jsonrpc": "2.0", "method": "s3cret\\xff"}\\n')
         print()
         print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
         time.sleep(60)
@@ -125,10 +196,11 @@ async def test_a_line_that_is_not_json_rpc_is_an_error_that_does_not_repeat_it(t
     )
     with anyio.fail_after(10):
         async with child as (read, _):
-            error = await read.__anext__()
+            errors = [await read.__anext__(), await read.__anext__()]  # not JSON-RPC, not UTF-8
             after = await read.__anext__()  # the blank line is skipped, not an error
-    assert isinstance(error, ValueError) and "not a JSON-RPC message" in str(error)
-    assert "s3cret" not in str(error)
+    for error in errors:
+        assert isinstance(error, ValueError) and "not a JSON-RPC message" in str(error)
+        assert "s3cret" not in str(error)
     assert isinstance(after, SessionMessage) and isinstance(after.message, types.JSONRPCNotification)
 
 

@@ -6,6 +6,9 @@ between the session and the pipes. A message is written to stdin by whoever send
 reads stdout itself, a line at a time. The SDK's transport hands every message through a memory stream to a pipe
 task and decodes stdout as text before parsing it: two task switches and a copy per message, in a path every call to
 a stdio backend takes twice.
+
+POSIX only: on Windows the master keeps the SDK's transport, which knows that platform's process trees and
+commands (`transports.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 _EXIT_WITHIN_S: Final = 2.0
 _TERM_WITHIN_S: Final = 2.0
 _POLL_S: Final = 0.01
+_YIELD_EVERY: Final = 32
 
 
 class _Stdout:
@@ -43,6 +46,7 @@ class _Stdout:
         self._server_id = server_id
         self._lines = lines
         self._closed = False
+        self._taken = 0
 
     def __aiter__(self) -> _Stdout:
         return self
@@ -57,15 +61,19 @@ class _Stdout:
                 # Its answer is lost either way; ending the session says so now rather than at the call's timeout.
                 logger.error("server %s wrote a line longer than the master takes; closing it", self._server_id)
                 break
-            if not line.strip():
+            if line.isspace():
                 continue
+            self._taken += 1
+            if not self._taken % _YIELD_EVERY:
+                # Buffered lines are read without waiting: a child that floods its stdout must not keep the rest
+                # of the master from running.
+                await asyncio.sleep(0)
             try:
                 return SessionMessage(jsonrpc_message_adapter.validate_json(line, by_name=False))
-            except ValidationError as exc:
+            except ValueError as exc:
                 # The line itself stays out of the message: a child may print anything, credentials included.
-                return ValueError(
-                    f"a line on its stdout is not a JSON-RPC message ({exc.error_count()} validation errors)"
-                )
+                errors = f" ({exc.error_count()} validation errors)" if isinstance(exc, ValidationError) else ""
+                return ValueError(f"a line on its stdout is not a JSON-RPC message{errors}")
         self._closed = True
         raise StopAsyncIteration
 
@@ -98,17 +106,20 @@ class _Stdin:
     async def send(self, item: SessionMessage) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        if self._pipe.is_closing():
-            self._broken()
-        message = item.message
-        line = type(message).__pydantic_serializer__.to_json(message, by_alias=True, exclude_unset=True) + b"\n"
-        self._pipe.write(line)
-        if self._pipe.transport.get_write_buffer_size():
-            # Only a child that is not reading makes this wait; the pipe takes a message whole otherwise.
+        pipe = self._pipe
+        if pipe.transport.get_write_buffer_size():
+            # A child that is not reading holds up its senders before they add to what it has not read: one
+            # message per waiting caller at most, and none from a caller that gave up waiting.
             try:
-                await self._pipe.drain()
+                await pipe.drain()
             except ConnectionError:
                 self._broken()
+        if pipe.is_closing():
+            self._broken()
+        message = item.message
+        pipe.write(type(message).__pydantic_serializer__.to_json(message, by_alias=True, exclude_unset=True) + b"\n")
+        if pipe.is_closing():
+            self._broken()  # the write found its stdin closed: the message is lost, so the caller must hear of it
 
     def _broken(self) -> None:
         # A child that closed its stdin takes no more requests, though it may still be running: the session ends
@@ -142,7 +153,9 @@ async def stdio_child(
 ) -> AsyncIterator[tuple[_Stdout, _Stdin]]:
     """Start the child and yield its (read, write) streams; on leaving, the child and its own children end.
 
-    It inherits only the SDK's safe set of environment variables, overlaid with `env`.
+    It inherits only the SDK's safe set of environment variables, overlaid with `env`. A line longer than
+    `max_line_bytes` ends the session; until it is seen to be, up to twice that may be held (asyncio stops reading a
+    pipe only then).
     """
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
@@ -163,9 +176,12 @@ async def stdio_child(
     try:
         yield _Stdout(server_id, process.stdout), _Stdin(process.stdin, stdout_pipe.close)
     finally:
-        with anyio.CancelScope(shield=True):
-            await _end(process, process.stdin, process.stdout)
-            transport.close()
+        try:
+            with anyio.CancelScope(shield=True):
+                await _end(process, process.stdin, process.stdout)
+        finally:
+            with suppress(PermissionError):  # re-killing a setuid child
+                transport.close()  # kills the child if it is somehow still there
 
 
 async def _end(process: asyncio.subprocess.Process, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> None:
@@ -200,9 +216,6 @@ async def _exited(process: asyncio.subprocess.Process, within_s: float) -> bool:
 
 
 def _signal_group(process: asyncio.subprocess.Process, *, kill: bool) -> None:
+    # The child leads its own group (start_new_session), so its pid is the group's id.
     with suppress(ProcessLookupError, PermissionError):
-        if sys.platform == "win32":
-            process.kill()  # no process groups there: the child alone, and at once
-        else:
-            # The child leads its own group (start_new_session), so its pid is the group's id.
-            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx2
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.http_wire import HttpWire
@@ -30,6 +32,16 @@ _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 def _working_dir(server: ServerConfig, base_dir: Path) -> Path:
     cwd = Path(server.cwd) if server.cwd else base_dir
     return cwd if cwd.is_absolute() else base_dir / cwd
+
+
+def _windows_child(server: ServerConfig, base_dir: Path, errlog: TextIO) -> AbstractAsyncContextManager[Any]:
+    # The SDK's transport knows what Windows needs (Job Objects to end a child's own children, `npx` found as
+    # `npx.cmd`, threads under a selector loop); the master's own is for POSIX.
+    assert server.command is not None
+    parameters = StdioServerParameters(
+        command=server.command, args=list(server.args), env=dict(server.env), cwd=_working_dir(server, base_dir)
+    )
+    return stdio_client(parameters, errlog=errlog)
 
 
 @contextmanager
@@ -71,14 +83,18 @@ async def open_transport(
     if server.type == "stdio":
         assert server.command is not None
         with child_stderr(server.id, stderr_tail) as errlog:
-            child = stdio_child(
-                server.id,
-                server.command,
-                list(server.args),
-                env=dict(server.env),
-                cwd=_working_dir(server, base_dir),
-                stderr=errlog,
-                max_line_bytes=_MAX_MESSAGE_BYTES,
+            child = (
+                _windows_child(server, base_dir, errlog)
+                if sys.platform == "win32"
+                else stdio_child(
+                    server.id,
+                    server.command,
+                    list(server.args),
+                    env=dict(server.env),
+                    cwd=_working_dir(server, base_dir),
+                    stderr=errlog,
+                    max_line_bytes=_MAX_MESSAGE_BYTES,
+                )
             )
             async with child as streams:
                 errlog.close()  # the child has its copy; EOF on the pipe now means the child is gone
