@@ -246,6 +246,28 @@ async def test_a_backend_printing_garbage_on_stdout_still_serves() -> None:
         assert status == 200 and rows["messy"]["state"] == "up"
 
 
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_a_log_line_read_together_with_its_answer_still_reaches_its_caller(era: str) -> None:
+    """The backend writes a log line and the call's answer at once, so the master reads them together: the line
+    must not lose the race to the answer (to a stream already closed, or taken for nobody's once the call is over)."""
+    lines: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append(params.data)
+
+    asks = {"log_level": "info"} if era != "legacy" else {}
+    async with (
+        serve_master(make_config(faulty_stdio("chatty"))) as (_, url),
+        Client(url, mode=era, logging_callback=on_log, **asks) as client,
+    ):
+        if era == "legacy":
+            await client.set_logging_level("info")
+        for n in range(20):
+            assert await outcome(client, "chatty__logged", {"text": f"line {n}"}) == ("ok", "logged")
+            await wait_until(lambda: len(lines) > n, timeout=5)  # noqa: B023
+    assert lines == [f"line {n}" for n in range(20)]
+
+
 # ---- 4. exit at start-up -------------------------------------------------------------------------------------------
 
 

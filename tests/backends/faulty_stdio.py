@@ -1,8 +1,9 @@
 """Test backend that fails in the ways a stdio child can (raw JSON-RPC over stdio, no SDK, so nothing tidies it up).
 
 Tools: `echo` answers; `hang` is never answered (the process goes on serving other requests); `big` answers with
-`size` bytes of text (`pattern(size)`, so a test can check what arrived). Flags: `--garbage` prints lines that are
-not JSON-RPC on stdout at start-up and around every answer; `--exit-at-start CODE` exits before reading anything,
+`size` bytes of text (`pattern(size)`, so a test can check what arrived); `logged` sends a log line with `text`
+and its answer in one write, so that the master reads both at once. Flags: `--garbage` prints lines that are not
+JSON-RPC on stdout at start-up and around every answer; `--exit-at-start CODE` exits before reading anything,
 saying why on stderr.
 """
 
@@ -26,6 +27,7 @@ TOOLS = [
     {"name": "echo", "description": "Echo the text back.", "inputSchema": {"type": "object"}},
     {"name": "hang", "description": "Never answers.", "inputSchema": {"type": "object"}},
     {"name": "big", "description": "Answer with `size` bytes of text.", "inputSchema": {"type": "object"}},
+    {"name": "logged", "description": "Log `text`, then answer.", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -35,10 +37,10 @@ def pattern(size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def send(message: dict[str, object], garbage: bool) -> None:
+def send(message: dict[str, object], garbage: bool, before: dict[str, object] | None = None) -> None:
     if garbage:
         sys.stdout.write("\n".join(GARBAGE) + "\n")
-    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.write((json.dumps(before) + "\n" if before else "") + json.dumps(message) + "\n")
     if garbage:
         sys.stdout.write("after the answer: still not JSON\n")
     sys.stdout.flush()
@@ -52,6 +54,8 @@ def call(name: str, arguments: dict[str, object]) -> dict[str, object] | None:
         return {"content": [{"type": "text", "text": pattern(size if isinstance(size, int) else 0)}]}
     if name == "hang":
         return None
+    if name == "logged":
+        return {"content": [{"type": "text", "text": "logged"}]}
     return {"content": [{"type": "text", "text": f"unknown tool {name}"}], "isError": True}
 
 
@@ -72,7 +76,7 @@ def serve(garbage: bool) -> None:
             info = {"name": "faulty", "version": "1"}
             result: dict[str, object] | None = {
                 "protocolVersion": version,
-                "capabilities": {"tools": {}},
+                "capabilities": {"tools": {}, "logging": {}},
                 "serverInfo": info,
             }
         elif method == "tools/list":
@@ -81,8 +85,12 @@ def serve(garbage: bool) -> None:
             result = call(str(params.get("name")), params.get("arguments") or {})
         else:
             result = {}
+        log = None
+        if method == "tools/call" and params.get("name") == "logged":
+            text = (params.get("arguments") or {}).get("text", "")
+            log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": text}}
         if result is not None:
-            send({"jsonrpc": "2.0", "id": mid, "result": result}, garbage)
+            send({"jsonrpc": "2.0", "id": mid, "result": result}, garbage, log)
 
 
 if __name__ == "__main__":

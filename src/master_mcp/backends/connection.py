@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -92,7 +92,7 @@ class _Live:
     """What requests go out through while a backend session is initialized (the `ClientSession` itself lives in the
     supervisor's exit stack, answering the backend's own requests and notifications)."""
 
-    dispatcher: JSONRPCDispatcher[Any]
+    dispatcher: _WatchedDispatcher
     version: str
 
 
@@ -133,18 +133,79 @@ async def _forward_event(source: anyio.Event, target: anyio.Event) -> None:
     target.set()
 
 
-class _WatchedDispatcher(JSONRPCDispatcher[Any]):
-    """A dispatcher that says when its receive loop has ended (the peer hung up or the child died)."""
+# Which notification a task handles (its number in the dispatcher that received it), and whose call it was
+# received during: the first is set in receive order where the task will copy it from, the second by the task.
+_RECEIVED: ContextVar[int] = ContextVar("master_mcp_received", default=0)
+_RECEIVED_FOR: ContextVar[object | None] = ContextVar("master_mcp_received_for", default=None)
+# How long a call's answer waits for the log lines received before it to be relayed (only a front client that
+# reads nothing of its own stream makes that take long, and its answer would wait behind them anyway).
+_LOG_LINES_WITHIN_S: Final = 2.0
 
-    def __init__(self, read_stream: Any, write_stream: Any) -> None:
+
+class _WatchedDispatcher(JSONRPCDispatcher[Any]):
+    """A dispatcher that says when its receive loop has ended (the peer hung up or the child died), and that keeps
+    the log lines a backend sends during a call ahead of the call's answer.
+
+    The SDK hands each notification to a task of its own and resolves an answer at once, so a log line read just
+    before an answer could reach the front after it, when the call's stream is closed, or be taken for nobody's
+    once the call is over. So whose call a notification belongs to is decided as it is received, and a call's
+    answer waits for the log lines received for it until then to be relayed."""
+
+    def __init__(self, read_stream: Any, write_stream: Any, owner_at: Callable[[Context | None], object]) -> None:
         super().__init__(read_stream, write_stream)
         self.ended = anyio.Event()
+        self._owner_at = owner_at
+        self._received = 0
+        # Each notification received and not yet handled: whose call it came during, and whether that call's
+        # answer waits for it (log lines; what goes to others, such as resource updates, must not hold it up).
+        self._unhandled: dict[int, tuple[object, bool]] = {}
+        self._handled_one = anyio.Event()
 
-    async def run(self, *args: Any, **kwargs: Any) -> None:
+    async def run(
+        self, on_request: Any, on_notify: Any, on_notify_intercept: Any = None, *args: Any, **kwargs: Any
+    ) -> None:
+        def intercept(method: str, params: Any) -> bool:
+            # Runs in receive order, just before the dispatcher starts the notification's task (in the sender's
+            # context where there is one, else in a copy of this one).
+            self._received += 1
+            number = self._received
+            sender: Context | None = getattr(self._read_stream, "last_context", None)
+            if sender is not None:
+                sender.run(_RECEIVED.set, number)
+            else:
+                _RECEIVED.set(number)
+            self._unhandled[number] = (self._owner_at(sender), method == "notifications/message")
+            if on_notify_intercept is not None and on_notify_intercept(method, params):
+                self._handled(number)  # taken by the session itself: no task follows
+                return True
+            return False
+
+        async def notify(dctx: Any, method: str, params: Any) -> None:
+            number = _RECEIVED.get()
+            _RECEIVED_FOR.set(self._unhandled.get(number, (None, False))[0])
+            try:
+                await on_notify(dctx, method, params)
+            finally:
+                self._handled(number)
+
         try:
-            await super().run(*args, **kwargs)
+            await super().run(on_request, notify, intercept, *args, **kwargs)
         finally:
             self.ended.set()
+
+    def _handled(self, number: int) -> None:
+        if self._unhandled.pop(number, None) is not None:
+            self._handled_one.set()
+            self._handled_one = anyio.Event()
+
+    async def log_lines_relayed(self, owner: object) -> None:
+        """Wait (a while at most) until the log lines received so far for `owner`'s call have been relayed."""
+        if not self._unhandled:
+            return
+        mine = [number for number, (whose, waits) in self._unhandled.items() if waits and whose is owner]
+        with anyio.move_on_after(_LOG_LINES_WITHIN_S):
+            while any(number in self._unhandled for number in mine):
+                await self._handled_one.wait()
 
 
 def _describe(exc: BaseException) -> str:
@@ -307,7 +368,10 @@ class BackendConnection:
             self._inflight[slot] = owner
         self.active += 1
         try:
-            return await session.dispatcher.send_raw_request(method, params, options)
+            result = await session.dispatcher.send_raw_request(method, params, options)
+            if owner is not None:
+                await session.dispatcher.log_lines_relayed(owner)  # what it logged goes before its answer
+            return result
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
                 raise BackendUnavailable(
@@ -331,6 +395,8 @@ class BackendConnection:
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
             # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
             # front client, which must be able to tell which server said it; code and data pass unchanged.
+            if owner is not None:
+                await session.dispatcher.log_lines_relayed(owner)
             raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None
         finally:
             self.active -= 1
@@ -394,7 +460,7 @@ class BackendConnection:
                 self.server, self._base_dir, self._auth, self._forget, self.instances, self._stderr_tail
             )
             read, write = await stack.enter_async_context(transport)
-            dispatcher = _WatchedDispatcher(read, write)
+            dispatcher = _WatchedDispatcher(read, write, self._owner_at)
             session = await stack.enter_async_context(
                 ClientSession(
                     dispatcher=dispatcher,
@@ -469,41 +535,44 @@ class BackendConnection:
         if "sampling" in self.profile:
 
             async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> Any:
-                return await relay.sampling(self._owner(), params)
+                return await relay.sampling(self._owner(CALLER.get()), params)
 
             callbacks["sampling_callback"] = sampling
             callbacks["sampling_capabilities"] = types.SamplingCapability()
         if "elicitation" in self.profile:
 
             async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> Any:
-                return await relay.elicitation(self._owner(), params)
+                return await relay.elicitation(self._owner(CALLER.get()), params)
 
             callbacks["elicitation_callback"] = elicitation
         if "roots" in self.profile:
 
             async def roots(ctx: Any) -> Any:
-                return await relay.roots(self._owner())
+                return await relay.roots(self._owner(CALLER.get()))
 
             callbacks["list_roots_callback"] = roots
         return callbacks
 
-    def _owner(self) -> object | None:
-        """Whose call a notification belongs to: the sending context's caller, else the only caller in flight;
-        with no call in flight it is the backend's own (`Unsolicited`); with several, nobody's."""
-        owner = CALLER.get()
-        if owner is not None:
-            return owner
+    def _owner(self, caller: object | None) -> object | None:
+        """Whose call a message of the backend belongs to: `caller` (the call on whose stream it came), else the
+        only caller in flight; with no call in flight it is the backend's own (`Unsolicited`); with several,
+        nobody's."""
+        if caller is not None:
+            return caller
         owners = {id(o): o for o in self._inflight.values()}
         if not owners:
             return Unsolicited(self.principal)
         return next(iter(owners.values())) if len(owners) == 1 else None
+
+    def _owner_at(self, sender: Context | None) -> object | None:
+        return self._owner(sender.get(CALLER) if sender is not None else None)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, _LIST_CHANGED):
             self._refresh.set()
         # List changes are reported too: the master shares them with its other replicas.
         if isinstance(message, types.ServerNotification) and self._on_notification is not None:
-            await self._on_notification(self.server_id, message, self._owner())
+            await self._on_notification(self.server_id, message, _RECEIVED_FOR.get())
         elif isinstance(message, Exception):
             logger.warning("server %s: transport error: %s", self.server_id, _describe(message))
 
