@@ -223,16 +223,21 @@ async def list_times(urls: list[str], repeats: int, expect: int) -> dict[str, fl
     }
 
 
-async def setup_times(url: str, repeats: int) -> dict[str, float]:
-    """Time to open a new session (`initialize` and `notifications/initialized`), `repeats` times."""
-    times: list[float] = []
+async def setup_times(urls: list[str], repeats: int) -> list[dict[str, float]]:
+    """Time to open a new session (`initialize` and `notifications/initialized`) at each of `urls`, `repeats` times.
+
+    The URLs take turns, a session each, so that a machine that slows down or speeds up during the run weighs on
+    all of them alike (timed one after the other, a ratio of two figures near 30 ms moved by a third between runs).
+    """
+    times: list[list[float]] = [[] for _ in urls]
     for _ in range(repeats):
-        client = Client(url, mode=LEGACY)
-        t0 = time.perf_counter()
-        await client.__aenter__()
-        times.append(time.perf_counter() - t0)
-        await client.__aexit__(None, None, None)
-    return {"p50_ms": statistics.median(times) * 1000, "p90_ms": percentile(times, 0.9) * 1000}
+        for url, kept in zip(urls, times, strict=True):
+            client = Client(url, mode=LEGACY)
+            t0 = time.perf_counter()
+            await client.__aenter__()
+            kept.append(time.perf_counter() - t0)
+            await client.__aexit__(None, None, None)
+    return [{"p50_ms": statistics.median(t) * 1000, "p90_ms": percentile(t, 0.9) * 1000} for t in times]
 
 
 # ---- raw sessions: thousands of them cost the benchmark little ------------------------------------------------------
