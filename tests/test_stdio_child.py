@@ -34,6 +34,23 @@ def _child(tmp_path: Path, body: str, *, max_line_bytes: int = 1 << 20) -> Abstr
     )
 
 
+# A child's first lines: a SIGTERM is noted in the file "seen" and ends it; then it says it is running.
+_NOTES_SIGTERM = """
+        import pathlib, signal, sys, time
+        seen = pathlib.Path(sys.argv[1]) / "seen"
+        signal.signal(signal.SIGTERM, lambda *_: (seen.write_text("SIGTERM"), sys.exit(1)))
+        print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
+"""
+
+
+async def _how_it_ended(child: AbstractAsyncContextManager[Any], tmp_path: Path) -> str:
+    """Start a child that begins with `_NOTES_SIGTERM`, wait until it runs, end it, and say what it noted."""
+    with anyio.fail_after(15):
+        async with child as (read, _):
+            await read.__anext__()
+    return (tmp_path / "seen").read_text()
+
+
 def _alive(pid: int) -> bool:
     # A zombie is dead for this purpose: nothing in this container may be reaping orphans.
     try:
@@ -73,17 +90,12 @@ async def test_a_child_that_exits_when_its_stdin_closes_is_sent_no_signal(tmp_pa
 async def test_a_child_deaf_to_its_stdin_gets_sigterm(tmp_path: Path) -> None:
     child = _child(
         tmp_path,
-        """
-        import pathlib, signal, sys, time
-        signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path(sys.argv[1], "seen").write_text("SIGTERM"), sys.exit(0)))
-        print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
+        _NOTES_SIGTERM
+        + """
         time.sleep(60)
         """,
     )
-    with anyio.fail_after(15):
-        async with child as (read, _):
-            await read.__anext__()
-    assert (tmp_path / "seen").read_text() == "SIGTERM"
+    assert await _how_it_ended(child, tmp_path) == "SIGTERM"
 
 
 async def test_a_child_that_writes_a_lot_as_it_ends_is_read_to_its_end(tmp_path: Path) -> None:
@@ -91,11 +103,8 @@ async def test_a_child_that_writes_a_lot_as_it_ends_is_read_to_its_end(tmp_path:
     # child blocks on a full pipe and never gets to exit by itself.
     child = _child(
         tmp_path,
-        """
-        import pathlib, signal, sys
-        seen = pathlib.Path(sys.argv[1]) / "seen"
-        signal.signal(signal.SIGTERM, lambda *_: (seen.write_text("SIGTERM"), sys.exit(1)))
-        print('{"jsonrpc": "2.0", "method": "notifications/initialized"}', flush=True)
+        _NOTES_SIGTERM
+        + """
         sys.stdin.read()
         for n in range(10_000):
             sys.stdout.write("x" * 99 + "\\n")
@@ -104,10 +113,7 @@ async def test_a_child_that_writes_a_lot_as_it_ends_is_read_to_its_end(tmp_path:
         """,
         max_line_bytes=1024,
     )
-    with anyio.fail_after(15):
-        async with child as (read, _):
-            await read.__anext__()
-    assert (tmp_path / "seen").read_text() == "EOF"
+    assert await _how_it_ended(child, tmp_path) == "EOF"
 
 
 async def test_a_child_that_reads_nothing_holds_up_its_senders_not_the_masters_memory(tmp_path: Path) -> None:

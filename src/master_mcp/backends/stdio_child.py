@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TextIO
+from typing import Final, Self, TextIO
 
 import anyio
 from mcp.client.stdio import get_default_environment
@@ -39,13 +39,29 @@ _POLL_S: Final = 0.01
 _YIELD_EVERY: Final = 32
 
 
-class _Stdout:
+class _Stream:
+    """What both streams do as the session's streams: closing is saying "no more" (the pipes close at the end)."""
+
+    _closed = False
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _Stdout(_Stream):
     """The session's read stream: each line of the child's stdout, parsed, until it closes it."""
 
     def __init__(self, server_id: str, lines: asyncio.StreamReader) -> None:
         self._server_id = server_id
         self._lines = lines
-        self._closed = False
         self._taken = 0
 
     def __aiter__(self) -> _Stdout:
@@ -83,25 +99,13 @@ class _Stdout:
         except StopAsyncIteration:
             raise anyio.EndOfStream from None
 
-    async def aclose(self) -> None:
-        self._closed = True
 
-    async def __aenter__(self) -> _Stdout:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class _Stdin:
+class _Stdin(_Stream):
     """The session's write stream: each message is one line written to the child's stdin by its sender."""
 
     def __init__(self, pipe: asyncio.StreamWriter, close_stdout: Callable[[], None]) -> None:
         self._pipe = pipe
         self._close_stdout = close_stdout
-        self._closed = False
 
     async def send(self, item: SessionMessage) -> None:
         if self._closed:
@@ -127,17 +131,6 @@ class _Stdin:
         # stdout ends the session's receive loop.
         self._close_stdout()
         raise anyio.BrokenResourceError
-
-    async def aclose(self) -> None:
-        self._closed = True
-
-    async def __aenter__(self) -> _Stdin:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 @asynccontextmanager
