@@ -315,6 +315,10 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         for number, tool, meta in ((20, "loud__log_lines", None), (21, "loud__progress", {"progressToken": "r"})):
             answer = await http.post(url, json=call(number, tool, meta), headers=json_only)
             assert kind(answer) == "application/json" and answer.json()["id"] == number
+        # Wildcards take a stream, as the SDK reads them; each Accept value is read for what it says, after others.
+        for number, accept in ((22, "*/*"), (23, "application/json, text/*"), (24, "application/json")):
+            answer = await http.post(url, json=call(number, "loud__log_lines"), headers={**plain, "accept": accept})
+            assert kind(answer) == ("application/json" if accept == "application/json" else "text/event-stream")
 
         # 2026-07-28: no back-channel; log lines only to a request that asks for them in its `_meta`.
         envelope = {

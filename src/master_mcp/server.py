@@ -129,8 +129,8 @@ def profile_of(ctx: Ctx) -> Profile:
     """What this front client can answer when a backend asks during its call (a 2026-07-28 client answers through
     input-required rounds)."""
     caps = ctx.session.client_capabilities
-    if caps is None:
-        return NO_PROFILE
+    if caps is None or (caps.sampling is None and caps.elicitation is None and caps.roots is None):
+        return NO_PROFILE  # most clients, on every call: no set built
     present = {"sampling": caps.sampling, "elicitation": caps.elicitation, "roots": caps.roots}
     return frozenset(name for name, capability in present.items() if capability is not None)
 
