@@ -18,17 +18,23 @@ _FRONT_HOP_KEYS = frozenset({"progressToken"})
 
 
 MAX_DEPTH = 100
+_CONTAINERS = (dict, list)
 
 
-def nesting_depth(value: Any) -> int:
-    """How deeply a JSON value nests (iteratively: a hostile value must not exhaust the stack here)."""
-    deepest, stack = 0, [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend([(child, depth + 1) for child in children if isinstance(child, dict | list)])
-    return deepest
+def nesting_depth(value: Any, beyond: int = MAX_DEPTH) -> int:
+    """How deeply a JSON value nests, counted up to one level past `beyond`. A level at a time, without
+    recursion (a hostile value must not exhaust the stack here) and with one loop per container: this runs on
+    every forwarded request."""
+    depth, level = 0, [value] if isinstance(value, _CONTAINERS) else []
+    while level and depth <= beyond:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, _CONTAINERS):
+                    below.append(child)
+        level = below
+    return depth
 
 
 def forward_params(params: Mapping[str, Any] | None, **replace: Any) -> Json:
