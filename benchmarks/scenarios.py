@@ -243,7 +243,8 @@ async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
         if mode == LEGACY:
             json_front = partial(http_master, s.workdir, [stdio_server("b")], "--json-response")
             subjects.append(("master --json-response", partial(_process, json_front), "b__echo"))
-        subjects.append((FLOORS[0][1], partial(_process, partial(floor, "sdk", backend_command())), "echo"))
+        for kind, name in FLOORS[:2]:  # the byte relay needs an HTTP backend
+            subjects.append((name, partial(_process, partial(floor, kind, backend_command())), "echo"))
         if s.peers:
             subjects.append(("mcp-proxy", partial(_process, partial(mcp_proxy, backend_command())), "echo"))
             peer = partial(fastmcp_proxy, backend_command(), shared=True)
