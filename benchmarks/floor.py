@@ -49,6 +49,7 @@ from master_mcp import heap, runtime
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
+from master_mcp.lines import MAX_LINE_BYTES
 from master_mcp.tracing import spans_when_collected
 
 _RAW = TypeAdapter(dict[str, Any])
@@ -63,11 +64,12 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
         if target[0].startswith("http"):
             wire = await stack.enter_async_context(HttpWire(target[0], headers={}, auth=None, instances=None))
             read, write = await stack.enter_async_context(
-                streamable_http(wire, max_event_bytes=1 << 28, on_forgotten=lambda: None)
+                streamable_http(wire, max_event_bytes=MAX_LINE_BYTES, on_forgotten=lambda: None)
             )
         else:
+            bound = MAX_LINE_BYTES
             child = stdio_child(
-                "backend", target[0], target[1:], env={}, cwd=Path.cwd(), stderr=sys.stderr, max_line_bytes=1 << 28
+                "backend", target[0], target[1:], env={}, cwd=Path.cwd(), stderr=sys.stderr, max_line_bytes=bound
             )
             read, write = await stack.enter_async_context(child)
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))

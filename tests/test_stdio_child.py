@@ -184,7 +184,7 @@ async def test_a_line_over_the_bound_ends_the_session_and_says_so(
         async with child as (read, _):
             messages = [item async for item in read]
     assert len(messages) == 1 and isinstance(messages[0], SessionMessage)
-    assert "server kid wrote a line longer than the master takes" in caplog.text
+    assert "server 'kid' wrote a line longer than the master takes" in caplog.text
 
 
 async def test_a_line_that_is_not_json_rpc_is_an_error_that_does_not_repeat_it(tmp_path: Path) -> None:

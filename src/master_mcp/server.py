@@ -18,7 +18,6 @@ from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, RequestHandler, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -56,6 +55,7 @@ from master_mcp.delegation import (
     wants_url_elicitation,
 )
 from master_mcp.front import LOG_LEVELS, FrontCall, FrontSession, FrontSessions
+from master_mcp.front_stdio import stdio_front
 from master_mcp.logs import REDACTOR, REQUEST_ID, new_request_id
 from master_mcp.metrics import Metrics
 from master_mcp.pages import ListPages, PageKey, page_key
@@ -331,7 +331,7 @@ class MasterServer:
         return self.lowlevel.create_initialization_options()
 
     async def run_stdio(self) -> None:
-        async with self.running(), stdio_server() as (read, write):
+        async with self.running(), stdio_front() as (read, write):
             await self.lowlevel.run(read, write, self.initialization_options())
 
     def _metric_state(self) -> dict[str, Any]:

@@ -21,12 +21,13 @@ from master_mcp.backends.legacy_sse import legacy_sse
 from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
+from master_mcp.lines import MAX_LINE_BYTES
 from master_mcp.logs import REDACTOR
 
 # A backend's answer arrives as one SSE event or one line of a stdio child; the SDK's 1 MiB default for SSE would
 # fail every larger result (a file, a report). The bound still keeps one runaway backend from growing the master
 # without limit.
-_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_MAX_MESSAGE_BYTES = MAX_LINE_BYTES
 
 
 def _working_dir(server: ServerConfig, base_dir: Path) -> Path:
