@@ -89,6 +89,7 @@ async def test_json_logs_carry_a_request_id_into_backend_calls(tmp_path: Path) -
             wait_for_port(port, timeout=30)
             async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
                 await client.call_tool("one__echo", {"text": "traced"})
+                await client.call_tool("one__echo", {"text": "again"})
         finally:
             process.terminate()
             process.wait(10)
@@ -97,3 +98,5 @@ async def test_json_logs_carry_a_request_id_into_backend_calls(tmp_path: Path) -
     sent = next(line for line in lines if line["message"] == "tools/call -> server one")
     answered = next(line for line in lines if line["message"].startswith("tools/call <- server one: ok"))
     assert sent["request_id"] != "-" and sent["request_id"] == answered["request_id"]
+    ids = [line["request_id"] for line in lines if line["message"] == "tools/call -> server one"]
+    assert len(ids) == 2 and len(set(ids)) == 2  # each request its own

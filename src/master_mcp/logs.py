@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -53,17 +54,21 @@ class RedactingFilter(logging.Filter):
 REDACTOR = RedactingFilter()
 
 # The front request being served: every log line written while serving it (backend calls included) carries it.
-REQUEST_ID: ContextVar[str | None] = ContextVar("master_mcp_request_id", default=None)
+REQUEST_ID: ContextVar[int | None] = ContextVar("master_mcp_request_id", default=None)
+# Log correlation needs uniqueness, not secrecy: this process's tag (replicas differ), then a count of its requests.
+_PROCESS_TAG = f"{random.getrandbits(24):06x}"
+new_request_id = itertools.count(1).__next__
 
 
-def new_request_id() -> str:
-    # Log correlation needs uniqueness, not secrecy: no getrandom() system call on every request.
-    return f"{random.getrandbits(48):012x}"
+def request_id_text(request_id: int | None) -> str:
+    # Formatted only when a line is written: most requests write none, and formatting every id cost 0.7% of the
+    # master's CPU on calls to a stdio backend (py-spy).
+    return "-" if request_id is None else f"{_PROCESS_TAG}{request_id:06x}"
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get() or "-"
+        record.request_id = request_id_text(REQUEST_ID.get())
         return True
 
 
