@@ -187,40 +187,41 @@ async def list_all_tools(client: Client) -> int:
             return count
 
 
-async def list_times(urls: list[str], repeats: int, expect: int) -> dict[str, float]:
-    """Time to list every tool (all pages) of every URL, the URLs listed at once; `repeats` times."""
-    times: list[float] = []
-    clients = [Client(url, mode=LEGACY) for url in urls]
-    opened: list[Client] = []
-    try:
-        for client in clients:
-            opened.append(await client.__aenter__())
-        own = 0.0
+async def list_times(subjects: list[list[str]], repeats: int, expect: int) -> list[dict[str, float]]:
+    """Time to list every tool (all pages) of every URL of each subject, a subject's URLs listed at once; `repeats`
+    times each, the subjects taking turns (see `setup_times`)."""
+    times: list[list[float]] = [[] for _ in subjects]
+    own = [0.0 for _ in subjects]
+    counted: list[int] = [0 for _ in subjects]
+    async with AsyncExitStack() as stack:
+        opened = [[await stack.enter_async_context(Client(url, mode=LEGACY)) for url in urls] for urls in subjects]
         for repeat in range(repeats + 1):
-            counts: list[int] = []
-            t0, c0 = time.perf_counter(), time.process_time()
+            for index, clients in enumerate(opened):
+                counts: list[int] = []
+                t0, c0 = time.perf_counter(), time.process_time()
 
-            async def one(client: Client, sink: list[int] = counts) -> None:
-                sink.append(await list_all_tools(client))
+                async def one(client: Client, sink: list[int] = counts) -> None:
+                    sink.append(await list_all_tools(client))
 
-            async with anyio.create_task_group() as tg:
-                for client in opened:
-                    tg.start_soon(one, client)
-            if repeat:  # the first is a warm-up
-                times.append(time.perf_counter() - t0)
-                own += time.process_time() - c0
-            if sum(counts) < expect:
-                raise RuntimeError(f"listed {sum(counts)} tools, expected at least {expect}")
-    finally:
-        for client in reversed(opened):
-            await client.__aexit__(None, None, None)
-    return {
-        "p50_ms": percentile(times, 0.5) * 1000,
-        "p90_ms": percentile(times, 0.9) * 1000,
-        "tools": sum(counts),
-        # What the SDK client itself spends parsing the lists: a floor under any gateway's figure.
-        "client_cpu_ms": own * 1000 / max(repeats, 1),
-    }
+                async with anyio.create_task_group() as tg:
+                    for client in clients:
+                        tg.start_soon(one, client)
+                if repeat:  # the first is a warm-up
+                    times[index].append(time.perf_counter() - t0)
+                    own[index] += time.process_time() - c0
+                if sum(counts) < expect:
+                    raise RuntimeError(f"listed {sum(counts)} tools, expected at least {expect}")
+                counted[index] = sum(counts)
+    return [
+        {
+            "p50_ms": percentile(kept, 0.5) * 1000,
+            "p90_ms": percentile(kept, 0.9) * 1000,
+            "tools": tools,
+            # What the SDK client itself spends parsing the lists: a floor under any gateway's figure.
+            "client_cpu_ms": spent * 1000 / max(repeats, 1),
+        }
+        for kept, spent, tools in zip(times, own, counted, strict=True)
+    ]
 
 
 async def setup_times(urls: list[str], repeats: int) -> list[dict[str, float]]:
