@@ -67,9 +67,14 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
                 streamable_http(wire, max_event_bytes=MAX_LINE_BYTES, on_forgotten=lambda: None)
             )
         else:
-            bound = MAX_LINE_BYTES
             child = stdio_child(
-                "backend", target[0], target[1:], env={}, cwd=Path.cwd(), stderr=sys.stderr, max_line_bytes=bound
+                "backend",
+                target[0],
+                target[1:],
+                env={},
+                cwd=Path.cwd(),
+                stderr=sys.stderr,
+                max_line_bytes=MAX_LINE_BYTES,
             )
             read, write = await stack.enter_async_context(child)
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))

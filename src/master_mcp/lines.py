@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from types import TracebackType
 from typing import Final, Self
 
@@ -46,12 +47,14 @@ class _Stream:
 
 class LineReader(_Stream):
     """A session's read stream: each line of a pipe, parsed, until the other end closes it. `peer` names that end
-    in the log ("server 'x'", "the stdio client")."""
+    in the log ("server 'x'", "the stdio client"). `undecodable`: what becomes of bytes that are not UTF-8 ("strict":
+    the line is refused; "replace": they are read as U+FFFD), as the SDK's transport on that side does."""
 
-    def __init__(self, peer: str, lines: asyncio.StreamReader) -> None:
+    def __init__(self, peer: str, lines: asyncio.StreamReader, *, undecodable: str = "strict") -> None:
         self._peer = peer
         self._lines = lines
         self._taken = 0
+        self._replace = undecodable == "replace"
 
     def __aiter__(self) -> LineReader:
         return self
@@ -76,6 +79,10 @@ class LineReader(_Stream):
             try:
                 return SessionMessage(jsonrpc_message_adapter.validate_json(line, by_name=False))
             except ValueError as exc:
+                if self._replace and not line.isascii():
+                    with suppress(ValueError):
+                        text = line.decode("utf-8", "replace")
+                        return SessionMessage(jsonrpc_message_adapter.validate_json(text, by_name=False))
                 # The line itself stays out of the message: a peer may write anything, credentials included.
                 errors = f" ({exc.error_count()} validation errors)" if isinstance(exc, ValidationError) else ""
                 return ValueError(f"a line from {self._peer} is not a JSON-RPC message{errors}")
@@ -102,8 +109,9 @@ class LineWriter(_Stream):
             raise anyio.ClosedResourceError
         pipe = self._pipe
         if pipe.transport.get_write_buffer_size():
-            # A peer that is not reading holds up the senders before they add to what it has not read: one message
-            # per waiting sender at most, and none from a sender that gave up waiting.
+            # A peer that is not reading holds up the senders once 64 KiB wait for it (asyncio's high-water mark),
+            # before they add to it: one message per waiting sender at most past that, and none from a sender that
+            # gave up waiting.
             try:
                 await pipe.drain()
             except ConnectionError:
