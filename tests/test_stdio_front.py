@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
 import subprocess
 import sys
 import time
+import tty
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,6 +83,15 @@ def served_on_the_loop(pid: int, wire: str) -> bool:
         if int(fields["flags"].strip(), 8) & os.O_NONBLOCK:
             return True
     return False
+
+
+def held(pid: int, wire: str) -> int:
+    """How many descriptors of the master's point at `wire`."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == wire
+    return count
 
 
 def link(fd: int) -> str:
@@ -152,9 +163,25 @@ def test_one_socket_both_ways_as_inetd_style_launchers_hand_it(config_path: Path
         assert answer(answers)["id"] == 1
         assert text_of(answer(answers)) == "hi"  # what the client sends is not taken for the end of stdout
         assert served_on_the_loop(process.pid, wire)
+        # One transport serves the socket both ways: the two claimed duplicates and the transport's own. (Two, one
+        # reading stdin and one writing stdout, would each read what comes in, and take the client's requests.)
+        assert held(process.pid, wire) == 3
         client.shutdown(socket.SHUT_WR)
         assert process.wait(30) == 0
     client.close()
+
+
+def test_a_shared_socket_closed_with_answers_unread_ends_the_master_quietly(config_path: Path) -> None:
+    client, end = socket.socketpair()
+    command = (MASTER, "stdio", "--config", str(config_path))
+    with master(*command, stdin=end, stdout=end, stderr=subprocess.PIPE) as process:
+        end.close()
+        client.sendall(line(INITIALIZE) + line(INITIALIZED) + b"".join(line(echo(n)) for n in range(2, 12)))
+        time.sleep(1)  # answered, unread
+        client.close()  # the master's next read is a reset
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert b"Traceback" not in stderr
 
 
 def test_answers_queued_for_a_slow_reader_go_out_after_stdin_ends(config_path: Path) -> None:
@@ -167,7 +194,7 @@ def test_answers_queued_for_a_slow_reader_go_out_after_stdin_ends(config_path: P
         assert answer(process.stdout)["id"] == 1
         big = ["a" * 20_000, "b" * 20_000, "c" * 20_000]
         send(process.stdin, *(echo(number, text) for number, text in enumerate(big, start=2)))
-        time.sleep(2)  # answered, and queued for a client that is not reading
+        time.sleep(5)  # answered, and queued for a client that is not reading
         process.stdin.close()
         time.sleep(0.5)
         received = [json.loads(text) for text in process.stdout.read().splitlines()]
@@ -208,6 +235,22 @@ def test_a_client_that_stops_reading_ends_the_master(config_path: Path) -> None:
         except BrokenPipeError:
             pass  # it has ended already
         assert process.wait(30) == 0  # it ends, cleanly, rather than serving a client that can hear nothing
+
+
+def test_a_terminal_gets_the_sdk_transport(config_path: Path) -> None:
+    """A terminal's descriptors are usually stderr's too: the event loop's non-blocking mode would be stderr's."""
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)  # no echo, no line editing: the bytes as they are
+    wire = os.ttyname(terminal)
+    command = (MASTER, "stdio", "--config", str(config_path))
+    with master(*command, stdin=terminal, stdout=terminal, stderr=subprocess.DEVNULL) as process:
+        os.close(terminal)
+        requests, answers = os.fdopen(controller, "wb", closefd=False), os.fdopen(controller, "rb", closefd=False)
+        send(requests, INITIALIZE, INITIALIZED, echo(2))
+        assert answer(answers)["id"] == 1
+        assert text_of(answer(answers)) == "hi"
+        assert held(process.pid, wire) and not served_on_the_loop(process.pid, wire)
+    os.close(controller)
 
 
 def test_stdout_to_a_file_gets_the_sdk_transport(config_path: Path, tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ one per stream; inetd-style launchers hand it one socket for both.
 
 While serving, the wire is on private duplicates of fds 0 and 1, and fd 0 reads the null device and fd 1 writes to
 stderr, as the SDK's transport does: whatever else in the process reads stdin or prints (a custom auth strategy, a
-library) cannot take or tear the client's messages. Both are restored at the end, blocking again.
+library) cannot take or tear the client's messages. Both are restored at the end.
 
-Anything else (a regular file, the null device, a terminal, whose non-blocking mode would be stderr's too) and
-Windows keep the SDK's transport.
+Anything else (a regular file, the null device, a terminal, whose non-blocking mode would be stderr's too, a stderr
+that is the wire itself) and Windows keep the SDK's transport.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, Literal
 
 from mcp.server.stdio import stdio_server
 
@@ -34,37 +35,30 @@ if sys.platform != "win32":
 # How long what is still queued for the client may take to go out once the master is done.
 _FLUSH_WITHIN_S: Final = 2.0
 
+_Kind = Literal["pipe", "socket"]
+
 
 @asynccontextmanager
 async def stdio_front(max_line_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[tuple[Any, Any]]:
     """The (read, write) streams of the process's stdin and stdout, until the context is left."""
-    kinds = (_kind(0), _kind(1)) if sys.platform != "win32" else (None, None)
-    if None in kinds:
+    wires = _wires()
+    if wires is None:
         async with stdio_server() as streams:
             yield streams
         return
+    stdin_kind, stdout_kind, shared = wires
     loop = asyncio.get_running_loop()
-    # (st_ino, st_dev): one socket both ways
-    shared = kinds == ("socket", "socket") and os.fstat(0)[1:3] == os.fstat(1)[1:3]
     reader = asyncio.StreamReader(limit=max_line_bytes, loop=loop)
     with _claimed(0, _null_reader) as wire_in, _claimed(1, _stderr_writer) as wire_out:
         async with AsyncExitStack() as closing:
-            stdout: asyncio.WriteTransport
-            protocol: asyncio.BaseProtocol
             if shared:
-                stdout, protocol = await loop.connect_accepted_socket(_protocol(reader), _socket(wire_out))
-                read_side: asyncio.BaseTransport = stdout
-                closing.callback(stdout.close)
+                stdout, protocol = await _served(loop, "socket", wire_out, reader, writes=True)
+                read_side = stdout
             else:
-                read_side, _ = await loop.connect_read_pipe(_protocol(reader), _file(wire_in, "rb"))
+                read_side, _ = await _served(loop, stdin_kind, wire_in, reader, writes=False)
                 closing.callback(read_side.close)
-                # Nothing is read from stdout; a socket's transport keeps writing after its peer's shutdown (a pipe
-                # transport would take that for the end).
-                ignored = asyncio.StreamReader(loop=loop)
-                if kinds[1] == "socket":
-                    stdout, protocol = await loop.connect_accepted_socket(_protocol(ignored), _socket(wire_out))
-                else:
-                    stdout, protocol = await loop.connect_write_pipe(_protocol(ignored), _file(wire_out, "wb"))
+                # Nothing is read from stdout: what comes there (a socket peer's shutdown) is set aside.
+                stdout, protocol = await _served(loop, stdout_kind, wire_out, asyncio.StreamReader(), writes=True)
             writer = asyncio.StreamWriter(stdout, protocol, None, loop)
             closing.push_async_callback(_flush, writer)
             # A client that stops reading ends the session by closing the read side (see `LineWriter`).
@@ -72,6 +66,20 @@ async def stdio_front(max_line_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[tup
                 LineReader("the stdio client", reader, undecodable="replace"),
                 LineWriter(writer, read_side.close),
             )
+
+
+async def _served(
+    loop: asyncio.AbstractEventLoop, kind: _Kind, wire: int, reader: asyncio.StreamReader, *, writes: bool
+) -> tuple[Any, asyncio.StreamReaderProtocol]:
+    """The transport serving `wire` on the loop, what it reads going to `reader`. A socket gets a socket's
+    transport, either way: a pipe's would take a peer's shutdown, or requests coming in on a socket shared with
+    stdin, for the end, and report a reset with a traceback."""
+    protocol = partial(asyncio.StreamReaderProtocol, reader)
+    if kind == "socket":
+        return await loop.connect_accepted_socket(protocol, socket.socket(fileno=_private(wire)))
+    if writes:
+        return await loop.connect_write_pipe(protocol, os.fdopen(_private(wire), "wb", buffering=0))
+    return await loop.connect_read_pipe(protocol, os.fdopen(_private(wire), "rb", buffering=0))
 
 
 async def _flush(writer: asyncio.StreamWriter) -> None:
@@ -85,37 +93,54 @@ async def _flush(writer: asyncio.StreamWriter) -> None:
             writer.transport.abort()  # a client that reads no more: what is left for it is dropped
 
 
-def _kind(fd: int) -> str | None:
-    """What the event loop can serve `fd` as ("pipe" or "socket"); None for the rest."""
+def _wires() -> tuple[_Kind, _Kind, bool] | None:
+    """What stdin and stdout are, and whether they are one socket; None where the SDK's transport serves."""
+    if sys.platform == "win32":
+        return None
     try:
-        mode = os.fstat(fd).st_mode
+        stdin, stdout = os.fstat(0), os.fstat(1)
     except OSError:
         return None
+    stdin_kind, stdout_kind = _kind(0, stdin.st_mode), _kind(1, stdout.st_mode)
+    if stdin_kind is None or stdout_kind is None:
+        return None
+    with suppress(OSError):
+        stderr = os.fstat(2)
+        if _same(stderr, stdin) or _same(stderr, stdout):
+            return None  # it would be made non-blocking with the wire, and be what fd 1 is diverted to
+    return stdin_kind, stdout_kind, stdin_kind == stdout_kind == "socket" and _same(stdin, stdout)
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def _kind(fd: int, mode: int) -> _Kind | None:
     if stat.S_ISFIFO(mode):
         return "pipe"
-    if stat.S_ISSOCK(mode):
-        with socket.socket(fileno=os.dup(fd)) as probe:
-            return "socket" if probe.type == socket.SOCK_STREAM else None
-    return None
-
-
-def _protocol(reader: asyncio.StreamReader) -> Callable[[], asyncio.StreamReaderProtocol]:
-    return lambda: asyncio.StreamReaderProtocol(reader)
+    if not stat.S_ISSOCK(mode):
+        return None
+    try:
+        duplicate = os.dup(fd)
+    except OSError:
+        return None
+    try:
+        probe = socket.socket(fileno=duplicate)
+    except OSError:
+        os.close(duplicate)
+        return None
+    with probe:
+        try:
+            listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            return None
+        return "socket" if probe.type == socket.SOCK_STREAM and not listening else None
 
 
 def _private(fd: int) -> int:
     # Above the standard three, and not inherited by the master's stdio children, which must not hold the client's
     # pipes open.
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-
-
-def _file(wire: int, mode: str) -> Any:
-    # The transport's own duplicate, which it closes; `_claimed` keeps `wire` to restore the fd from.
-    return os.fdopen(_private(wire), mode, buffering=0)
-
-
-def _socket(wire: int) -> socket.socket:
-    return socket.socket(fileno=_private(wire))
 
 
 def _null_reader() -> int:
@@ -132,8 +157,8 @@ def _stderr_writer() -> int:
 @contextmanager
 def _claimed(fd: int, diversion: Callable[[], int]) -> Iterator[int]:
     """A private duplicate of `fd` that is the wire, while `fd` itself points at what `diversion` opens. On
-    leaving, `fd` is the wire again, and blocking (asyncio made the two non-blocking, and a blocking stdout is what
-    code after the master expects)."""
+    leaving, `fd` is the wire again, in the blocking mode it had (the event loop makes the wire non-blocking)."""
+    blocking = os.get_blocking(fd)
     wire = _private(fd)
     try:
         target = diversion()
@@ -150,4 +175,4 @@ def _claimed(fd: int, diversion: Callable[[], int]) -> Iterator[int]:
         os.dup2(wire, fd)
         os.close(wire)
         with suppress(OSError):
-            os.set_blocking(fd, True)
+            os.set_blocking(fd, blocking)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 import anyio
 from mcp.shared.message import SessionMessage
@@ -50,7 +50,9 @@ class LineReader(_Stream):
     in the log ("server 'x'", "the stdio client"). `undecodable`: what becomes of bytes that are not UTF-8 ("strict":
     the line is refused; "replace": they are read as U+FFFD), as the SDK's transport on that side does."""
 
-    def __init__(self, peer: str, lines: asyncio.StreamReader, *, undecodable: str = "strict") -> None:
+    def __init__(
+        self, peer: str, lines: asyncio.StreamReader, *, undecodable: Literal["strict", "replace"] = "strict"
+    ) -> None:
         self._peer = peer
         self._lines = lines
         self._taken = 0
@@ -63,8 +65,8 @@ class LineReader(_Stream):
         while not self._closed:
             try:
                 line = await self._lines.readuntil(b"\n")
-            except asyncio.IncompleteReadError:
-                break  # the peer closed the pipe (or died); an unfinished last line is no message
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the peer closed or reset its end (or died); an unfinished last line is no message
             except asyncio.LimitOverrunError:
                 # Its message is lost either way; ending the session says so now rather than at a timeout.
                 logger.error("%s wrote a line longer than the master takes; closing the session", self._peer)
