@@ -294,3 +294,27 @@ def test_stdin_and_stdout_are_given_back_as_they_were() -> None:
     seen = json.loads(stderr.decode().splitlines()[-1])
     assert seen["after"] == seen["before"] and all(blocking for _, blocking in seen["after"])
     assert seen["during"][0][0] == "/dev/null" and seen["during"] != seen["before"]
+
+
+TIMEOUT_SET = """
+import socket, sys
+socket.setdefaulttimeout(5)  # as a library might: new socket objects are non-blocking
+from master_mcp import cli
+sys.exit(cli.main(["stdio", "--config", sys.argv[1]]))
+"""
+
+
+def test_looking_at_a_socket_leaves_it_blocking(config_path: Path, tmp_path: Path) -> None:
+    """A socket stdin with a file stdout gets the SDK's transport, which reads stdin blocking in a thread: looking at
+    the socket first must not have made it non-blocking."""
+    client, end = socket.socketpair()
+    out = tmp_path / "out.jsonl"
+    with out.open("wb") as sink, master(sys.executable, "-c", TIMEOUT_SET, str(config_path), stdin=end, stdout=sink):
+        end.close()
+        client.sendall(line(INITIALIZE) + line(INITIALIZED) + line(echo(2)))
+        deadline = time.monotonic() + 30
+        while out.read_text().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.close()
+    answers = [json.loads(text) for text in out.read_text().splitlines()]
+    assert [a["id"] for a in answers] == [1, 2] and text_of(answers[1]) == "hi"

@@ -121,6 +121,7 @@ def _kind(fd: int, mode: int) -> _Kind | None:
     if not stat.S_ISSOCK(mode):
         return None
     try:
+        blocking = os.get_blocking(fd)
         duplicate = os.dup(fd)
     except OSError:
         return None
@@ -132,9 +133,15 @@ def _kind(fd: int, mode: int) -> _Kind | None:
     with probe:
         try:
             listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            stream = probe.type == socket.SOCK_STREAM
         except OSError:
             return None
-        return "socket" if probe.type == socket.SOCK_STREAM and not listening else None
+        finally:
+            # A default timeout set by some library makes a new socket object non-blocking, and the mode belongs to
+            # the client's socket, which the SDK's transport would then read blocking.
+            with suppress(OSError):
+                os.set_blocking(fd, blocking)
+        return "socket" if stream and not listening else None
 
 
 def _private(fd: int) -> int:
