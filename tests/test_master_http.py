@@ -254,9 +254,9 @@ async def _handshake_session(http: httpx2.AsyncClient, url: str, capabilities: d
 
 async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> None:
     """A handshake-era call is answered as a JSON body unless something besides its answer comes first (progress,
-    log lines), which opens a stream that carries it and then the answer; a session whose client can be asked
-    things (sampling) gets a stream per request. A 2026-07-28 call streams only where its request asks for more
-    than the answer. A client that takes only JSON gets the answer, and nothing stands in for it."""
+    log lines), which opens a stream that carries it and then the answer, in a session whose client can be asked
+    things (sampling) too. A 2026-07-28 call streams only where its request asks for more than the answer. A client
+    that takes only JSON gets the answer, and nothing stands in for it."""
     headers = ACCEPT_BOTH
 
     def call(number: int, tool: str = "quiet__echo", meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -308,8 +308,11 @@ async def test_each_request_is_answered_as_a_stream_only_when_it_needs_one() -> 
         assert (
             kind(await http.post(url, json=call(7, meta={"progressToken": "q"}), headers=plain)) == "application/json"
         )
+        # A session whose client can be asked things: a call that asks nothing is a JSON body too (the backend's
+        # requests to such a client open a stream as they come: `test_relay`).
         sampling = await _handshake_session(http, url, {"sampling": {}})
-        assert kind(await http.post(url, json=call(5), headers=sampling)) == "text/event-stream"
+        assert kind(await http.post(url, json=call(5), headers=sampling)) == "application/json"
+        assert kind(await http.post(url, json=call(8, "loud__log_lines"), headers=sampling)) == "text/event-stream"
         # A client that takes no stream: the answer, never a log line or progress in its place.
         json_only = {**plain, "accept": "application/json"}
         for number, tool, meta in ((20, "loud__log_lines", None), (21, "loud__progress", {"progressToken": "r"})):

@@ -7,8 +7,9 @@ the request produces; its answer goes out as a JSON body, anything else opens th
 and then with the rest, up to the answer. So nothing the client can receive is dropped, and a request that only
 could have brought something back (a backend that declared `logging` and logged nothing) still costs a JSON body.
 A request silent for `open_after_s` gets its stream then, whose pings keep clients and proxies from giving up on
-a long call. A session whose client declared it can be asked things (sampling, elicitation, roots) gets a stream
-per request, as the SDK only lets a request carry a request to the client on one.
+a long call. A session whose client declared it can be asked things (sampling, elicitation, roots) is answered the
+same way: a request to the client is one more message that is not the answer, and opens the stream it goes out on
+(the SDK's JSON branch would refuse to send it, so such a request is marked as able to carry one).
 
 Anything but its answer that is sent for a request answered as JSON alone would stand in for the answer. So a
 request that cannot get a stream (its client accepts only JSON; a 2026-07-28 request that asked for nothing more)
@@ -43,6 +44,7 @@ from mcp.server.streamable_http import (
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
     INTERNAL_ERROR,
     LOG_LEVEL_META_KEY,
@@ -176,9 +178,8 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
         if method == "initialize":
             self._note_back_channel(message)
         request_id = _request_id(message, method)
-        if self._back_channel or request_id is None:
-            # A client that can be asked things gets the stream it may be asked on, always; what is not one
-            # request (a notification, a response, garbage) gets the SDK's own handling.
+        if request_id is None:
+            # What is not one request (a notification, a response, garbage) gets the SDK's own handling.
             streams = self._back_channel or method is None
             token = _answered(scope, streams=streams, as_json=not streams)
             try:
@@ -201,6 +202,12 @@ class _AdaptiveTransport(StreamableHTTPServerTransport):
                 self._silent.remove(request_id, opens_at)
             _LAZY.reset(lazy_token)
             _AS_JSON.reset(token)
+
+    def _message_metadata(self, request: Request, **kwargs: Any) -> ServerMessageMetadata:
+        metadata = super()._message_metadata(request, **kwargs)
+        if self._back_channel and _LAZY.get() is not None:
+            metadata.can_send_request = True  # its first message, if it is a request to the client, opens the stream
+        return metadata
 
     def _open_now(self, request_id: str) -> None:
         queued = self._request_streams.get(request_id)
