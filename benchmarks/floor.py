@@ -49,7 +49,7 @@ from master_mcp import heap, runtime
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
-from master_mcp.lines import MAX_LINE_BYTES
+from master_mcp.lines import MAX_MESSAGE_BYTES
 from master_mcp.tracing import spans_when_collected
 
 _RAW = TypeAdapter(dict[str, Any])
@@ -64,7 +64,7 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
         if target[0].startswith("http"):
             wire = await stack.enter_async_context(HttpWire(target[0], headers={}, auth=None, instances=None))
             read, write = await stack.enter_async_context(
-                streamable_http(wire, max_event_bytes=MAX_LINE_BYTES, on_forgotten=lambda: None)
+                streamable_http(wire, max_event_bytes=MAX_MESSAGE_BYTES, on_forgotten=lambda: None)
             )
         else:
             child = stdio_child(
@@ -74,7 +74,7 @@ async def backend_session(target: list[str], era: str) -> AsyncIterator[ClientSe
                 env={},
                 cwd=Path.cwd(),
                 stderr=sys.stderr,
-                max_line_bytes=MAX_LINE_BYTES,
+                max_line_bytes=MAX_MESSAGE_BYTES,
             )
             read, write = await stack.enter_async_context(child)
         session = await stack.enter_async_context(ClientSession(dispatcher=JSONRPCDispatcher(read, write)))

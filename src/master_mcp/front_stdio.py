@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 from mcp.server.stdio import stdio_server
 
-from master_mcp.lines import MAX_LINE_BYTES, LineReader, LineWriter
+from master_mcp.lines import MAX_MESSAGE_BYTES, LineReader, LineWriter
 
 if sys.platform != "win32":
     import fcntl
@@ -39,7 +39,7 @@ _Kind = Literal["pipe", "socket"]
 
 
 @asynccontextmanager
-async def stdio_front(max_line_bytes: int = MAX_LINE_BYTES) -> AsyncIterator[tuple[Any, Any]]:
+async def stdio_front(max_line_bytes: int = MAX_MESSAGE_BYTES) -> AsyncIterator[tuple[Any, Any]]:
     """The (read, write) streams of the process's stdin and stdout, until the context is left."""
     wires = _wires()
     if wires is None:

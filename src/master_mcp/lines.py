@@ -23,8 +23,10 @@ from pydantic import ValidationError
 
 logger = logging.getLogger(__name__)
 
-# The longest line taken from a peer: a longer one ends the session (its message is lost either way).
-MAX_LINE_BYTES: Final = 256 * 1024 * 1024
+# The longest message taken from a peer, a stdio line or a backend's SSE event: a longer one ends the session (its
+# message is lost either way). The SDK's 1 MiB default for SSE would fail every larger result (a file, a report);
+# the bound still keeps one runaway peer from growing the master without limit.
+MAX_MESSAGE_BYTES: Final = 256 * 1024 * 1024
 _YIELD_EVERY: Final = 32
 
 

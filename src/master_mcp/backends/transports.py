@@ -21,13 +21,8 @@ from master_mcp.backends.legacy_sse import legacy_sse
 from master_mcp.backends.stdio_child import stdio_child
 from master_mcp.backends.streamable import streamable_http
 from master_mcp.config.models import ServerConfig
-from master_mcp.lines import MAX_LINE_BYTES
+from master_mcp.lines import MAX_MESSAGE_BYTES
 from master_mcp.logs import REDACTOR
-
-# A backend's answer arrives as one SSE event or one line of a stdio child; the SDK's 1 MiB default for SSE would
-# fail every larger result (a file, a report). The bound still keeps one runaway backend from growing the master
-# without limit.
-_MAX_MESSAGE_BYTES = MAX_LINE_BYTES
 
 
 def _working_dir(server: ServerConfig, base_dir: Path) -> Path:
@@ -94,7 +89,7 @@ async def open_transport(
                     env=dict(server.env),
                     cwd=_working_dir(server, base_dir),
                     stderr=errlog,
-                    max_line_bytes=_MAX_MESSAGE_BYTES,
+                    max_line_bytes=MAX_MESSAGE_BYTES,
                 )
             )
             async with child as streams:
@@ -105,9 +100,9 @@ async def open_transport(
     assert url is not None
     async with HttpWire(url, headers=server.headers, auth=auth, instances=instances) as wire:
         if server.type == "sse":
-            async with legacy_sse(wire, max_event_bytes=_MAX_MESSAGE_BYTES) as streams:
+            async with legacy_sse(wire, max_event_bytes=MAX_MESSAGE_BYTES) as streams:
                 yield streams
             return
         forgotten = on_forgotten or (lambda: None)
-        async with streamable_http(wire, max_event_bytes=_MAX_MESSAGE_BYTES, on_forgotten=forgotten) as streams:
+        async with streamable_http(wire, max_event_bytes=MAX_MESSAGE_BYTES, on_forgotten=forgotten) as streams:
             yield streams
