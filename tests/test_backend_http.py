@@ -427,7 +427,7 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes
 ) -> None:
     """As httpx2 did: `HTTP_PROXY` (here without a scheme) carries backend requests (the proxy is a scripted
     loopback server that sees the absolute URL), `NO_PROXY` sends a host's requests straight to it, and a proxy
-    kind aiohttp cannot use is refused without its credentials in the message."""
+    kind the backend hop cannot use is refused without its credentials in the message."""
     through: list[str] = []
 
     async def proxy(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -549,7 +549,7 @@ async def test_a_message_whose_connection_is_closed_unread_is_lost_alone(kind: s
 
 
 async def test_an_sse_backend_whose_url_holds_credentials_is_reached() -> None:
-    # aiohttp sends a URL's user info as Basic credentials; the endpoint, joined to that URL, carries the same.
+    # A URL's user info goes as Basic credentials; the endpoint, joined to that URL, carries the same.
     backend = HttpBackend(sse=True)
     try:
         url = backend.url.replace("http://", "http://user:pass@")
@@ -826,7 +826,7 @@ class _Bearer(httpx2.Auth):
 async def test_a_url_with_user_info_gives_basic_credentials_unless_others_are_given(
     headers: dict[str, str], auth: httpx2.Auth | None, expected: str
 ) -> None:
-    # aiohttp refuses a request that carries user info in its URL and an Authorization header both.
+    # User info in the URL gives Basic credentials, unless an Authorization header is configured or a flow's.
     seen: list[str] = []
 
     async def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:

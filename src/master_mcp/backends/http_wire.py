@@ -1,35 +1,34 @@
 """The HTTP requests of one streamable-HTTP backend connection: credentials, instances, redirects, reuse.
 
-Sent with aiohttp rather than httpx2: on this project's machine httpx2's client spent about 1.6 ms of CPU on
-each request and response (building the request, its pure-Python HTTP parser), aiohttp about 0.4 ms, and the
-backend hop is on every call (docs/benchmarks.md, change 11). What the rest of the master knows stays the
-same: credentials are `httpx2.Auth` flows (the strategies' and custom ones, which may sign the body), and a
-failure is raised as the `httpx2` transport error it would have been.
+Sent over the master's own HTTP/1.1 connections (`http1.py`) rather than httpx2 or aiohttp: on this project's
+machine httpx2's client spent about 1.6 ms of CPU on each request and response, aiohttp about 1.0 ms with the
+event loop's share, `http1` about 0.45 ms, and the backend hop is on every call (docs/benchmarks.md, changes 11
+and 23). What the rest of the master knows stays the same: credentials are `httpx2.Auth` flows (the strategies'
+and custom ones, which may sign the body), and a failure is raised as an `httpx2` transport error.
 
-Each connection keeps its connections to the backend alive between requests; a response is read to its end
-(briefly) before it is released, since a connection with unread body cannot be used again. A proxy named by the
-environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is used as httpx2 used it; aiohttp's own
-`trust_env` is not, since it would also send `~/.netrc` credentials to backends.
+Each wire keeps its connections to the backend alive between requests; a response is read to its end (briefly)
+before it is released, since a connection with unread body cannot be used again. A proxy named by the
+environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) is used as httpx2 used it; `~/.netrc` is not
+read, so no stored credentials go to backends.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from functools import cache
+from importlib.metadata import version
 from typing import Final
 
-import aiohttp
 import anyio
 import httpx2
 from httpx2._utils import URLPattern, get_environment_proxies
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from master_mcp.backends.balancer import Instances
+from master_mcp.backends.http1 import Pool, Response, basic_credentials
 
-_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=300.0)
 # What a gateway answers for a backend it cannot reach.
 UNAVAILABLE: Final = frozenset({502, 503, 504})
 _MAX_PINS: Final = 1024
@@ -46,8 +45,9 @@ UNREACHABLE: Final = (httpx2.ConnectError, httpx2.ConnectTimeout)
 REPEATABLE: Final = "x-master-mcp-repeatable"
 _DRAIN_S: Final = 0.05
 _DRAIN_MAX_BYTES: Final = 64 * 1024
-# aiohttp adds these itself, from the URL and body it is given.
+# The connection sets these itself, from the URL and body it is given.
 _COMPUTED: Final = frozenset({"host", "content-length", "transfer-encoding"})
+_USER_AGENT: Final = f"master-mcp/{version('master-mcp')}"
 
 
 class AnswerBrokeOff(httpx2.RemoteProtocolError):
@@ -59,29 +59,6 @@ def shared_tls() -> ssl.SSLContext:
     # Loading the trusted CA certificates costs about a megabyte and a few milliseconds per context: one context
     # serves every backend connection (per-user sessions each have one of their own).
     return httpx2.create_ssl_context()
-
-
-@contextmanager
-def _as_httpx_errors() -> Iterator[None]:
-    """aiohttp's failures as the httpx2 errors the connection describes and the balancer fails over on.
-
-    Several of aiohttp's messages name the whole URL, whose query may hold a key; those become fixed texts (a
-    connector error names only host and port), and the original is not chained, so a logged traceback does not
-    show it either."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError:
-        raise httpx2.ConnectTimeout("connect timed out") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx2.ConnectError(str(exc)) from None
-    except (TimeoutError, aiohttp.SocketTimeoutError):
-        raise httpx2.ReadTimeout("read timed out") from None
-    except aiohttp.ClientResponseError as exc:
-        raise httpx2.RemoteProtocolError(f"{type(exc).__name__}: {exc.status} {exc.message}") from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx2.RemoteProtocolError(type(exc).__name__) from None
-    except aiohttp.ClientError as exc:
-        raise httpx2.ReadError(type(exc).__name__) from None
 
 
 def proxy_for(url: URL) -> URL | None:
@@ -102,11 +79,11 @@ def proxy_for(url: URL) -> URL | None:
 class Reply:
     """One response, its body not yet read."""
 
-    def __init__(self, response: aiohttp.ClientResponse, url: URL) -> None:
+    def __init__(self, response: Response, url: URL) -> None:
         self._response = response
         self.url = url
         self.status = response.status
-        self.headers: CIMultiDictProxy[str] = response.headers
+        self.headers: CIMultiDict[str] = response.headers
         self._body: bytes | None = None
 
     @property
@@ -115,35 +92,30 @@ class Reply:
 
     async def read(self) -> bytes:
         if self._body is None:
-            with _as_httpx_errors():
-                self._body = await self._response.read()
+            self._body = await self._response.read()
         return self._body
 
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._body is not None:
             yield self._body
             return
-        with _as_httpx_errors():
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+        async for chunk in self._response.chunks():
+            yield chunk
 
     async def finish(self) -> None:
         """Release the connection: a body that ends promptly is read to its end so the connection is reused."""
         response = self._response
-        if not response.content.is_eof():
+        if not response.complete:
             drained = 0
             with anyio.move_on_after(_DRAIN_S):
                 try:
-                    async for chunk in response.content.iter_any():
+                    async for chunk in response.chunks():
                         drained += len(chunk)
                         if drained > _DRAIN_MAX_BYTES:
                             break
-                except aiohttp.ClientError:
+                except httpx2.TransportError:
                     pass
-        if response.content.is_eof():
-            response.release()
-        else:
-            response.close()
+        response.release()
 
     def as_httpx(self, request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(self.status, headers=list(self.headers.items()), request=request, content=self._body)
@@ -157,22 +129,20 @@ class HttpWire:
     ) -> None:
         self._url = httpx2.URL(url)
         given = [URL(str(u), encoded=True) for u in [self._url, *(instances.urls if instances else [])]]
-        # A URL's user info goes as Basic credentials in a header of its own, by origin, rather than in the URL:
-        # aiohttp refuses a request that has both, and a credential flow's or a configured Authorization wins.
-        self._basic = {
-            u.origin(): aiohttp.BasicAuth(u.user or "", u.password or "").encode() for u in given if u.user is not None
-        }
+        # A URL's user info goes as Basic credentials in a header of its own, by origin, unless a credential flow's
+        # or a configured Authorization is there: that one wins.
+        self._basic = {u.origin(): basic_credentials(u.user, u.password or "") for u in given if u.user is not None}
         self._target, *self._targets = [u.with_user(None) for u in given]
-        self._headers = {name.lower(): value for name, value in headers.items()}
+        self._headers = {"user-agent": _USER_AGENT, **{name.lower(): value for name, value in headers.items()}}
         self._auth = auth
         self._instances = instances
         self._proxies = {target: proxy_for(target) for target in [self._target, *self._targets]}
         self._pins: dict[str, int] = {}  # session id -> the instance that issued it
-        self._http: aiohttp.ClientSession | None = None
-        self._fresh: aiohttp.ClientSession | None = None  # connections used once: made when first needed
+        self._http: Pool | None = None
+        self._fresh: Pool | None = None  # connections used once: made when first needed
 
     async def __aenter__(self) -> HttpWire:
-        self._http = _session(aiohttp.TCPConnector(ssl=shared_tls(), limit=100, keepalive_timeout=IDLE_CONNECTION_S))
+        self._http = Pool(shared_tls(), keep_alive_s=IDLE_CONNECTION_S)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -220,7 +190,7 @@ class HttpWire:
 
     async def _request(
         self,
-        http: aiohttp.ClientSession,
+        http: Pool,
         auth: httpx2.Auth | None,
         method: str,
         headers: dict[str, str],
@@ -255,13 +225,13 @@ class HttpWire:
         finally:
             await flow.aclose()
 
-    def _fresh_http(self) -> aiohttp.ClientSession:
+    def _fresh_http(self) -> Pool:
         if self._fresh is None:
-            self._fresh = _session(aiohttp.TCPConnector(ssl=shared_tls(), force_close=True))
+            self._fresh = Pool(shared_tls(), keep_alive_s=None)
         return self._fresh
 
     async def _following(
-        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
     ) -> Reply:
         # Only a redirect within the endpoint's origin that keeps the method (307/308, or any for a GET) is
         # followed: everything on the request (credentials, session) was meant for that origin.
@@ -278,7 +248,7 @@ class HttpWire:
         return reply
 
     async def _balanced(
-        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
     ) -> Reply:
         instances = self._instances
         if instances is None or url is not self._target:
@@ -311,7 +281,7 @@ class HttpWire:
         raise failure
 
     async def _send(
-        self, http: aiohttp.ClientSession, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
     ) -> Reply:
         sent = [(k, v) for k, v in headers if k.lower() not in _COMPUTED]
         if (
@@ -321,12 +291,4 @@ class HttpWire:
         ):
             sent.append(("authorization", basic))
         proxy = self._proxies[url] if url in self._proxies else proxy_for(url)
-        with _as_httpx_errors():
-            response = await http.request(method, url, headers=sent, data=body, allow_redirects=False, proxy=proxy)
-        return Reply(response, url)
-
-
-def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=_TIMEOUT, auto_decompress=True
-    )
+        return Reply(await http.request(method, url, sent, body, proxy=proxy), url)

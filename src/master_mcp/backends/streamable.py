@@ -2,10 +2,10 @@
 
 It keeps the contract of the SDK's `streamable_http_client` (a pair of message streams for a `ClientSession`,
 every failure of a request answered as that request's JSON-RPC error) with less work per call: its requests go
-through `HttpWire` (aiohttp) instead of httpx2, and each is one task. Per request it POSTs the message and
-reads the answer, a JSON body or an event stream; an event stream that breaks off after an event id is resumed
-from that id. The session's standalone stream (GET) starts once the session is initialized and reconnects a
-few times; the session is deleted when the connection closes.
+through `HttpWire` (the master's own HTTP/1.1) instead of httpx2, and each is one task. Per request it POSTs
+the message and reads the answer, a JSON body or an event stream; an event stream that breaks off after an event
+id is resumed from that id. The session's standalone stream (GET) starts once the session is initialized and
+reconnects a few times; the session is deleted when the connection closes.
 
 The master's backend sessions always begin with `initialize`. A 2026-07-28 session goes over it as it is (discover,
 then sessionless POSTs with the headers the session sets): the benchmark's floor uses that.
