@@ -53,6 +53,10 @@ def test_duplicate_and_bad_ids() -> None:
         ({"id": "a", "type": "sse"}, "servers[0]: type 'sse' requires 'url'"),
         ({"id": "a", "type": "local"}, "servers[0]: type 'local' requires 'config'"),
         ({"id": "a", "type": "http", "url": "ftp://x"}, "servers[0].url: must start with http:// or https://"),
+        (
+            {"id": "a", "type": "http", "url": "http://x", "headers": {"x-key": "k\r\nx-injected: 1"}},
+            "servers[0].headers: the header 'x-key' holds a line break or NUL",
+        ),
         ({**STDIO, "url": "http://x"}, "servers[0]: 'url' not allowed with type 'stdio'"),
         ({"id": "a", "type": "carrier-pigeon"}, "servers[0].type: Input should be 'stdio', 'http', 'sse' or 'local'"),
         ({"id": "a", "type": "local", "config": {"port": 0}}, "servers[0].config.port:"),

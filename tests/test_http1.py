@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
 from yarl import URL
 
-from master_mcp.backends.http1 import Pool
-from master_mcp.backends.http_wire import HttpWire, shared_tls
+from master_mcp.backends.http1 import MAX_HEAD_BYTES, Pool
+from master_mcp.backends.http_wire import HttpWire, Reply, shared_tls
+from master_mcp.backends.streamable import streamable_http
 from tests.test_backend_http import read_request
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +35,10 @@ pytestmark = pytest.mark.anyio
 
 class Cut(bytes):
     """An answer after which the server closes the connection, whatever the answer says."""
+
+
+class Reset(bytes):
+    """An answer after which the server resets the connection (RST, not FIN)."""
 
 
 class Served:
@@ -56,6 +65,11 @@ async def answering(*answers: bytes, tls: ssl.SSLContext | None = None) -> Async
                 answer = queue.pop(0)
                 writer.write(answer)
                 await writer.drain()
+                if isinstance(answer, Reset):
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 if isinstance(answer, Cut) or b"connection: close" in answer.split(b"\r\n\r\n")[0]:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -184,6 +198,77 @@ async def test_requests_over_the_limit_wait_for_a_slot() -> None:
     assert sorted(len(requests) for requests in served.connections) == [1, 2]  # the third took the first's connection
 
 
+async def test_a_second_answer_to_one_request_is_not_read_and_its_connection_is_not_kept() -> None:
+    extra = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\nEVIL!"
+    async with answering(ok(b"ok") + extra, ok(b"next")) as (port, served):
+        pool = Pool(shared_tls(), keep_alive_s=4.0)
+        url = URL(f"http://127.0.0.1:{port}/")
+        response = await pool.request("GET", url, [], None, proxy=None)
+        await asyncio.sleep(0.1)  # both answers have arrived
+        assert (response.status, await response.read()) == (200, b"ok")
+        response.release()
+        response = await pool.request("GET", url, [], None, proxy=None)
+        assert (response.status, await response.read()) == (200, b"next")
+        response.release()
+        await pool.close()
+    assert [len(requests) for requests in served.connections] == [1, 1]
+
+
+async def test_a_reset_under_an_answer_framed_by_the_connection_end_is_not_its_end() -> None:
+    partial = Reset(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"jsonrpc": "2.0",')
+    async with answering(partial) as (port, _):
+        pool = Pool(shared_tls(), keep_alive_s=4.0)
+        response = await pool.request("GET", URL(f"http://127.0.0.1:{port}/"), [], None, proxy=None)
+        with anyio.fail_after(5), pytest.raises(httpx2.RemoteProtocolError):
+            await response.read()
+        response.release()
+        await pool.close()
+
+
+async def test_an_answer_head_over_the_bound_is_refused() -> None:
+    lines = b"".join(b"x-filler-%d: %s\r\n" % (i, b"y" * 100) for i in range(MAX_HEAD_BYTES // 100))
+    async with answering(b"HTTP/1.1 200 OK\r\n" + lines + b"content-length: 0\r\n\r\n") as (port, _):
+        pool = Pool(shared_tls(), keep_alive_s=4.0)
+        with anyio.fail_after(5), pytest.raises(httpx2.RemoteProtocolError, match="head is over"):
+            await pool.request("GET", URL(f"http://127.0.0.1:{port}/"), [], None, proxy=None)
+        await pool.close()
+
+
+async def test_a_reply_given_up_on_while_it_drains_gives_its_slot_back() -> None:
+    """A reply whose `finish` is cancelled (its session ending) still releases: else each such reply would take
+    one of the pool's slots for good, and with them all gone no request would go out again."""
+    stream = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+    async with answering(stream, ok(b"after")) as (port, _):
+        pool = Pool(shared_tls(), keep_alive_s=4.0, limit=1)
+        url = URL(f"http://127.0.0.1:{port}/")
+        reply = Reply(await pool.request("GET", url, [], None, proxy=None), url)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await reply.finish()
+        with anyio.fail_after(5):
+            response = await pool.request("GET", url, [], None, proxy=None)
+            assert await response.read() == b"after"
+        response.release()
+        await pool.close()
+
+
+async def test_a_credential_flow_that_fails_gives_its_reply_back() -> None:
+    class Failing(httpx2.Auth):
+        requires_response_body = True
+
+        def auth_flow(self, request: httpx2.Request):  # type: ignore[no-untyped-def]
+            yield request
+            raise RuntimeError("the token endpoint is down")
+
+    answers = [ok(b"{}") for _ in range(3)]
+    async with answering(*answers) as (port, _):
+        async with HttpWire(f"http://127.0.0.1:{port}/mcp", headers={}, auth=Failing(), instances=None) as wire:
+            wire._http = Pool(shared_tls(), keep_alive_s=4.0, limit=1)  # one slot: a reply kept would block the next
+            for _ in range(2):
+                with anyio.fail_after(5), pytest.raises(RuntimeError, match="token endpoint"):
+                    await wire.request("POST", {"content-type": "application/json"}, b"{}")
+
+
 # TLS: a CA of the test's own, trusted through SSL_CERT_FILE as a deployment with a private CA would.
 
 
@@ -298,6 +383,23 @@ async def test_an_https_backend_is_reached_directly_and_through_a_proxy_tunnel(
     assert "proxy-authorization" not in served.connections[1][0][2]  # the credentials stay with the proxy
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [(Cut(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"), "HTTP 403"), (Cut(b""), "broke off the tunnel")],
+)
+async def test_a_proxy_that_refuses_or_drops_the_tunnel_leaves_the_backend_unreachable(
+    answer: bytes, expected: str, trusted_ca: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unreachable (a ConnectError), not a broken request: a balancer tries the next instance."""
+    async with answering(answer) as (proxy, served):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy}")
+        async with HttpWire("https://backend.invalid:8443/mcp", headers={}, auth=None, instances=None) as wire:
+            with pytest.raises(httpx2.ConnectError, match=expected) as refused:
+                await wire.request("POST", {"content-type": "application/json"}, b"{}")
+    assert "backend.invalid:8443" in str(refused.value)
+    assert served.connections[0][0][:2] == ("CONNECT", "backend.invalid:8443")
+
+
 async def test_an_https_backend_whose_certificate_is_not_trusted_is_unreachable(
     certificates: tuple[Path, Path, Path], trusted_ca: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -308,3 +410,23 @@ async def test_an_https_backend_whose_certificate_is_not_trusted_is_unreachable(
             with pytest.raises(httpx2.ConnectError, match=f"cannot connect to 127.0.0.1:{port}"):
                 await wire.request("POST", {"content-type": "application/json"}, b"{}")
     assert all(requests == [] for requests in served.connections)
+
+
+async def test_a_credential_with_a_line_break_fails_its_request_clearly_and_nothing_is_sent() -> None:
+    """A token (from a token endpoint, say) that would write a header of its own: the request is answered with
+    an error that names the header and not the token, and the backend is not pinged as if it had gone."""
+
+    class Smuggling(httpx2.Auth):
+        def auth_flow(self, request: httpx2.Request):  # type: ignore[no-untyped-def]
+            request.headers["authorization"] = "Bearer SECRET\r\nx-injected: yes"
+            yield request
+
+    async with answering(ok(b"{}")) as (port, served):
+        wire = HttpWire(f"http://127.0.0.1:{port}/mcp", headers={}, auth=Smuggling(), instances=None)
+        async with wire, streamable_http(wire, max_event_bytes=1 << 20, on_forgotten=lambda: None) as (read, write):
+            async with ClientSession(read, write) as session:
+                with anyio.fail_after(10), pytest.raises(MCPError) as failed:
+                    await session.initialize()
+    assert "the request was not sent: the header 'authorization' holds a line break" in str(failed.value)
+    assert "SECRET" not in str(failed.value)
+    assert served.connections == []

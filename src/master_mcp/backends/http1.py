@@ -39,6 +39,8 @@ _UNSAFE: Final = frozenset("\r\n\0")
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 # A TLS connection's close waits for the peer's close_notify; this long at most.
 _CLOSE_S: Final = 1.0
+# An answer's status line and headers, at most (httptools sets no bound of its own).
+MAX_HEAD_BYTES: Final = 64 * 1024
 
 
 def _timed_out(waiter: asyncio.Future[None]) -> None:
@@ -68,7 +70,7 @@ def _encode_head(lines: list[str]) -> bytes:
 
 def _head(method: str, url: URL, headers: Iterable[tuple[str, str]], body: bytes | None, proxy: URL | None) -> bytes:
     # Through a proxy, a plain-http request names its whole URL; an https one goes through a tunnel as it is.
-    target = str(url) if proxy is not None and url.scheme == "http" else url.raw_path_qs
+    target = str(url.with_fragment(None)) if proxy is not None and url.scheme == "http" else url.raw_path_qs
     lines = [f"{method} {target} HTTP/1.1", f"host: {url.host_port_subcomponent}"]
     for name, value in headers:
         if not _UNSAFE.isdisjoint(name) or not _UNSAFE.isdisjoint(value):
@@ -127,11 +129,12 @@ class Response:
             self._failure = failure
             self._wake()
 
-    def _ended(self) -> None:
-        """The connection ended: that ends an answer framed by nothing else, and breaks any other."""
+    def _ended(self, reset: bool) -> None:
+        """The connection ended: that ends an answer framed by nothing else (unless the connection was reset),
+        and breaks any other."""
         if self.complete:
             return
-        if self.status and not self._framed:
+        if self.status and not self._framed and not reset:
             self._completed()
         else:
             self._fail(httpx2.RemoteProtocolError("the backend closed the connection before its answer ended"))
@@ -197,6 +200,7 @@ class _Connection(asyncio.Protocol):
         self._response: Response | None = None
         self._keep_alive = False
         self._paused = False
+        self._head_bytes = self._header_bytes = 0
         self.lost = False
         self.idle_since = 0.0
 
@@ -217,6 +221,14 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             response._fail(httpx2.RemoteProtocolError(f"the backend's answer is not HTTP/1.1 ({type(exc).__name__})"))
             self.close()
+        else:
+            if not response.status:
+                # A head still not complete: a status line or header arriving without end is bounded here, one
+                # that is complete in on_header.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    response._fail(self._head_too_large())
+                    self.close()
 
     def eof_received(self) -> bool:
         return False  # the connection closes, and connection_lost decides what that means for the answer
@@ -225,12 +237,27 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self._pool.lost(self)
         if self._response is not None:
-            self._response._ended()
+            self._response._ended(reset=exc is not None)
 
     # The parser's callbacks.
+    def on_message_begin(self) -> None:
+        assert self._response is not None
+        if self._response.complete:
+            # A second answer to one request (or one sent ahead of the next request): it is not read, and the
+            # connection, which can no longer be trusted to pair answers with requests, is closed.
+            raise httpx2.RemoteProtocolError("the backend sent an answer nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._response is not None
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEAD_BYTES:
+            self._response._fail(self._head_too_large())
+            raise self._head_too_large()  # stops the parser; data_received closes the connection
         self._response._header(name, value)
+
+    @staticmethod
+    def _head_too_large() -> httpx2.RemoteProtocolError:
+        return httpx2.RemoteProtocolError(f"the backend's answer head is over {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         assert self._response is not None
@@ -267,6 +294,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         response = self._response = Response(self)
         self._keep_alive = False
+        self._head_bytes = self._header_bytes = 0
         try:
             self._transport.write(head + body if body else head)
             await response._until_head()
@@ -302,6 +330,7 @@ class _Connection(asyncio.Protocol):
         return self.lost or self._transport is None or self._transport.is_closing()
 
     def close(self) -> None:
+        self._keep_alive = False
         if self._transport is not None:
             self._transport.close()
 
@@ -364,7 +393,14 @@ class Pool:
                 )
                 self._open.add(connection)
                 if proxy is not None and url.scheme == "https":
-                    await connection.tunnel(url, proxy, self._tls)
+                    try:
+                        await connection.tunnel(url, proxy, self._tls)
+                    except httpx2.ConnectError:
+                        raise
+                    except httpx2.TransportError as exc:
+                        # Whatever broke, the backend was not reached: failing over to another instance is right.
+                        tunnel = f"{host}:{port} broke off the tunnel to {url.host_port_subcomponent}"
+                        raise httpx2.ConnectError(f"the proxy {tunnel} ({type(exc).__name__})") from None
         except BaseException as exc:
             if connection is not None:
                 connection.close()

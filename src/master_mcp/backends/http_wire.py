@@ -105,17 +105,23 @@ class Reply:
     async def finish(self) -> None:
         """Release the connection: a body that ends promptly is read to its end so the connection is reused."""
         response = self._response
-        if not response.complete:
-            drained = 0
-            with anyio.move_on_after(_DRAIN_S):
-                try:
-                    async for chunk in response.chunks():
-                        drained += len(chunk)
-                        if drained > _DRAIN_MAX_BYTES:
-                            break
-                except httpx2.TransportError:
-                    pass
-        response.release()
+        try:
+            if not response.complete:
+                drained = 0
+                with anyio.move_on_after(_DRAIN_S):
+                    try:
+                        async for chunk in response.chunks():
+                            drained += len(chunk)
+                            if drained > _DRAIN_MAX_BYTES:
+                                break
+                    except httpx2.TransportError:
+                        pass
+        finally:
+            response.release()  # even when cancelled: a reply never released would hold its slot for good
+
+    def release(self) -> None:
+        """Release the connection at once, closing it unless the answer was read to its end."""
+        self._response.release()
 
     def as_httpx(self, request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(self.status, headers=list(self.headers.items()), request=request, content=self._body)
@@ -181,7 +187,7 @@ class HttpWire:
             return await self._request(self._fresh_http(), auth, method, headers, body, to)
         try:
             return await self._request(self._http, auth, method, headers, body, to)
-        except (*UNREACHABLE, AnswerBrokeOff):
+        except (*UNREACHABLE, AnswerBrokeOff, httpx2.LocalProtocolError):  # the last: refused before sending
             raise
         except httpx2.TransportError:
             if not repeatable:
@@ -210,17 +216,20 @@ class HttpWire:
                 url = target if request.url == address else URL(str(request.url), encoded=True)
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
                 reply = await self._following(http, request.method, url, pairs, request.content)
-                if auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
-                    # An event stream may never end (a session's standalone stream), and no credential flow
-                    # reads one: it is left for the caller.
-                    try:
-                        await reply.read()
-                    except httpx2.TransportError as exc:
-                        raise AnswerBrokeOff(str(exc)) from None
                 try:
+                    if auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
+                        # An event stream may never end (a session's standalone stream), and no credential flow
+                        # reads one: it is left for the caller.
+                        try:
+                            await reply.read()
+                        except httpx2.TransportError as exc:
+                            raise AnswerBrokeOff(str(exc)) from None
                     request = await flow.asend(reply.as_httpx(request))
                 except StopAsyncIteration:
                     return reply
+                except BaseException:
+                    reply.release()  # the flow failed, or was cancelled: the reply goes no further
+                    raise
                 await reply.finish()
         finally:
             await flow.aclose()
@@ -240,7 +249,10 @@ class HttpWire:
             location = reply.headers.get("location")
             if location is None or not (reply.status in (307, 308) or (method == "GET" and 300 < reply.status < 400)):
                 return reply
-            target = reply.url.join(URL(location))
+            try:
+                target = reply.url.join(URL(location))
+            except ValueError:
+                return reply  # not a URL: the caller answers the redirect as one not followed
             if target.origin() != reply.url.origin():
                 return reply
             await reply.finish()

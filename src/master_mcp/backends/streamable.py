@@ -128,7 +128,7 @@ class _Link:
     ) -> Reply:
         try:
             reply = await self._wire.request(method, headers, body, repeatable=repeatable)
-        except UNREACHABLE:
+        except (*UNREACHABLE, httpx2.LocalProtocolError):  # the last: refused here, nothing reached the backend
             raise
         except httpx2.TransportError:
             await self._still_there()
@@ -136,8 +136,8 @@ class _Link:
         if reply.status in UNAVAILABLE:
             try:
                 await self._still_there()
-            except _Gone:
-                await reply.finish()
+            except BaseException:
+                reply.release()
                 raise
         if reply.status == 404 and _SESSION in headers:
             # A 404 to a request that carries a session id: the backend has forgotten the session.
@@ -233,6 +233,9 @@ class _Link:
             reply = await self._send("POST", headers, body, repeatable=repeatable)
         except UNREACHABLE:
             raise
+        except httpx2.LocalProtocolError as exc:
+            await self._deliver(_error(message.id, INTERNAL_ERROR, f"the request was not sent: {exc}"))
+            return
         except httpx2.TransportError as exc:
             what = "answer" if isinstance(exc, AnswerBrokeOff) else "request"
             await self._deliver(_error(message.id, CONNECTION_CLOSED, _broke(what, exc)))

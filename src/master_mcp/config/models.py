@@ -293,6 +293,15 @@ class ServerConfig(_Strict):
             raise ValueError("use only letters, digits, '_' or '-'")
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _headers_fit_on_a_line(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name + text for c in "\r\n\0"):
+                # The value is never shown: it may be a credential.
+                raise ValueError(f"the header {name.strip()[:40]!r} holds a line break or NUL")
+        return value
+
     @field_validator("url")
     @classmethod
     def _url_is_http(cls, value: str | None) -> str | None:
