@@ -164,6 +164,12 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body (or what is left of it)."""
+        if self.complete:  # the common case, a small answer that came with its head: no iterator needed
+            body = b"".join(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            self._connection.resume()
+            return body
         parts = []
         async for chunk in self.chunks():
             parts.append(chunk)
