@@ -271,6 +271,16 @@ async def test_a_log_line_read_together_with_its_answer_still_reaches_its_caller
 # ---- 4. exit at start-up -------------------------------------------------------------------------------------------
 
 
+async def test_a_backend_slower_to_start_than_the_connect_timeout_is_given_longer_and_comes_up() -> None:
+    """Each connect that times out gives the next one twice as long: a child that takes 1.5 s to start, against
+    a connect timeout of 1 s, is up at the second attempt instead of being restarted for ever."""
+    config = make_config(faulty_stdio("slow", "--slow-start", "1.5", connect_timeout_s=1), stdio_server("steady"))
+    async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+        await wait_until(lambda: is_up(master, "slow"))
+        assert master.pool.get("slow").connects == 1
+        assert await outcome(client, "slow__echo", {"text": "late"}) == ("ok", "late")
+
+
 async def test_a_backend_that_exits_at_start_up_is_reported_and_the_rest_serve(tmp_path: Path) -> None:
     broken = faulty_stdio("broken", "--exit-at-start", "3", crash_loop={"crashes": 2, "window_s": 60})
     async with serve_master(make_config(broken, stdio_server("steady"))) as (master, url):

@@ -97,7 +97,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--exit-at-start", type=int)
+    parser.add_argument("--slow-start", type=float, help="seconds to wait before reading stdin (a slow import)")
     args = parser.parse_args()
+    if args.slow_start:
+        import time
+
+        time.sleep(args.slow_start)
     if args.exit_at_start is not None:
         print("faulty: cannot start: no such database", file=sys.stderr, flush=True)
         sys.exit(args.exit_at_start)

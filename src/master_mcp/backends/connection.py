@@ -79,6 +79,10 @@ _MAX_PAGES: Final = 1000
 _REFRESH_DEBOUNCE_S: Final = 0.05
 _BACKOFF_START_S: Final = 0.5
 _BACKOFF_MAX_S: Final = 30.0
+# A connect that timed out is given twice as long next time, up to this many times `connect_timeout_s`: a backend
+# that is slow to start (twenty children importing the SDK at once on a slow machine took 17 s against the default
+# 15 s) would otherwise be killed and restarted on every attempt, never up and each restart as slow as the last.
+_MAX_PATIENCE: Final = 4
 _CLIENT_INFO: Final = types.Implementation(name="master-mcp", version=VERSION)
 _LIST_CHANGED = (
     types.ToolListChangedNotification,
@@ -208,6 +212,12 @@ class _WatchedDispatcher(JSONRPCDispatcher[Any]):
                 await self._handled_one.wait()
 
 
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):  # the session's task groups wrap what its connect raised
+        return any(_timed_out(e) for e in exc.exceptions)
+    return isinstance(exc, TimeoutError)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, MCPError):
         return exc.message
@@ -265,6 +275,7 @@ class BackendConnection:
         self.last_used = time.monotonic()
         self._base_dir = base_dir
         self._connect_timeout = server.connect_timeout_s or connect_timeout
+        self._patience = 1  # the next connect's time, in connect timeouts
         self._on_listing = on_listing
         self._auth = auth
         self.state = BackendState.PENDING if server.enabled else BackendState.DISABLED
@@ -429,10 +440,14 @@ class BackendConnection:
                 error = "connection closed"
             except Exception as exc:
                 error = _describe(exc)
+                if _timed_out(exc) and self.connects == connects:
+                    self._patience = min(self._patience * 2, _MAX_PATIENCE)
+                    error = f"{error} (next attempt waits {self._connect_timeout * self._patience:g}s)"
             if self._stderr_tail and self.server.type == "stdio":
                 error = f"{error} (its last line on stderr: {self._stderr_tail[-1]})"
             if self.connects > connects:
                 backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure
+                self._patience = 1
             self._mark_down(error)
             self.first_attempt.set()
             if not self._reconnect:
@@ -469,7 +484,7 @@ class BackendConnection:
                     **self._callbacks(),
                 )
             )
-            with anyio.fail_after(self._connect_timeout):
+            with anyio.fail_after(self._connect_timeout * self._patience):
                 init = await session.initialize()
                 self.capabilities = init.capabilities
                 self.server_info = init.server_info
