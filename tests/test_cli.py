@@ -39,7 +39,7 @@ def test_check_prints_a_table_and_exits_zero_when_all_are_up(config_path: Path) 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["server", "transport", "state", "tools", "resources", "templates", "prompts", "error"]
-    assert lines[1].split()[:7] == ["one", "stdio", "up", "18", "1", "1", "1"]
+    assert lines[1].split()[:7] == ["one", "stdio", "up", "20", "1", "1", "1"]
 
 
 def test_check_fails_and_names_the_broken_backend(tmp_path: Path) -> None:

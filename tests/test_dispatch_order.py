@@ -1,5 +1,5 @@
 """A backend's log line read together with a call's answer is relayed before that answer goes back
-(`backends/connection.py`, `_WatchedDispatcher`). Memory streams stand in for the transport here so that both
+(`backends/watched.py`, `WatchedDispatcher`). Memory streams stand in for the transport here so that both
 messages are surely read at once; the end-to-end case, a real stdio child writing both in one write, is in
 tests/test_faults.py."""
 
@@ -12,7 +12,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.message import SessionMessage
 
-from master_mcp.backends.connection import _WatchedDispatcher
+from master_mcp.backends.watched import WatchedDispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ async def test_an_answer_waits_for_the_log_lines_received_before_it(method: str)
     call = _Call()
     inbox_in, inbox = anyio.create_memory_object_stream[SessionMessage | Exception](4)
     outbox, outbox_out = anyio.create_memory_object_stream[SessionMessage](4)
-    dispatcher = _WatchedDispatcher(inbox, outbox, lambda _sender: call)
+    dispatcher = WatchedDispatcher(inbox, outbox, lambda _sender: call)
     relayed: list[str] = []
 
     async def slow_relay(_dctx: Any, received: str, _params: Any) -> None:

@@ -123,19 +123,22 @@ async def test_one_backend_session_and_no_listing_per_call() -> None:
     backend = HttpBackend("--name", "counted")
     try:
         config = make_config({"id": "counted", "type": "http", "url": backend.url})
-        async with serve_master(config) as (_, url):
+        async with serve_master(config) as (master, url):
             for mode in ERAS:
                 for _ in range(3):
                     async with Client(url, mode=mode) as client:
                         for n in range(5):
                             await client.call_tool("counted__echo", {"text": str(n)})
+            await wait_until(lambda: master.pool.get("counted").has_lane)
             async with Client(url, mode="legacy") as client:
                 counts = json.loads(text(await client.call_tool("counted__request_counts", {})))
     finally:
         backend.stop()
-    # Six front sessions and 30 calls: the backend saw one initialize, one discovery, and only the calls.
+    # Six front sessions and 30 calls: the backend saw one initialize, one discovery, the 2026-07-28 lane opened
+    # once (one discover, one listen stream), and only the calls.
     discovery = {"tools/list": 1, "resources/list": 1, "resources/templates/list": 1, "prompts/list": 1}
-    assert counts == {"initialize": 1, **discovery, "tools/call": 31}
+    lane = {"server/discover": 1, "subscriptions/listen": 1}
+    assert counts == {"initialize": 1, **discovery, **lane, "tools/call": 31}
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -215,7 +218,7 @@ async def test_front_pages_large_lists_and_follows_backend_pages() -> None:
             page = await client.list_tools(cursor=cursor)
             names += [t.name for t in page.tools]
             cursor = page.next_cursor
-        assert len(names) == len(set(names)) == 25 + 48  # 25 paged + 18 fixture tools + 30 extra
+        assert len(names) == len(set(names)) == 25 + 50  # 25 paged + 20 fixture tools + 30 extra
         assert {f"paged__t{i}" for i in range(25)} <= set(names)
         assert text(await client.call_tool("paged__t24", {})) == "called t24"
         with pytest.raises(MCPError, match="cursor"):

@@ -4,6 +4,10 @@ A handshake-era backend asks its client (sampling, elicitation, roots) in the mi
 client cannot be sent requests; it is answered with an input-required result instead, and retries the call with
 `inputResponses` and the `requestState` it was given. The backend call stays open meanwhile: this module keeps
 it, hands the backend's questions to the client's retry, and its answers back to the waiting backend.
+
+A backend served on the 2026-07-28 lane (`backends/lane.py`) returns its own input-required results; their
+`requestState` goes to the client as a token of the master's, bound to that client's principal and that backend, so
+a state one user was given cannot be used by another, nor carried to another server.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ class RoundTrips:
 
     def __init__(self) -> None:
         self._pending: OrderedDict[str, PendingCall] = OrderedDict()
+        self._states: OrderedDict[str, tuple[tuple[str, str], str, str]] = OrderedDict()
 
     async def start(
         self,
@@ -143,6 +148,26 @@ class RoundTrips:
 
         tg.start_soon(run)
         return await self._round(token, pending)
+
+    def holds(self, token: str) -> bool:
+        """Whether `token` stands for a call the master holds open."""
+        return token in self._pending
+
+    def wrap(self, state: str, principal: tuple[str, str], server_id: str) -> str:
+        """The token a client is given for a backend's own `requestState`."""
+        token = secrets.token_urlsafe(24)
+        self._states[token] = (principal, server_id, state)
+        while len(self._states) > _MAX_PENDING:
+            self._states.popitem(last=False)
+        return token
+
+    def unwrap(self, token: str, principal: tuple[str, str], server_id: str) -> str | None:
+        """The backend state `token` stands for, if it was given to `principal` for `server_id`."""
+        held = self._states.get(token)
+        if held is None or held[:2] != (principal, server_id):
+            return None
+        self._states.move_to_end(token)
+        return held[2]
 
     async def resume(self, token: str, principal: tuple[str, str], responses: dict[str, Any] | None) -> Json:
         pending = self._pending.get(token)

@@ -42,6 +42,7 @@ from master_mcp.backends.connection import (
     Profile,
     Unsolicited,
 )
+from master_mcp.backends.lane import LANE_METHODS
 from master_mcp.backends.listing import Listing
 from master_mcp.backends.pool import BackendPool
 from master_mcp.catalog import Catalog, Route
@@ -123,6 +124,16 @@ def _for_era(ctx: Ctx, result: Json) -> Json:
 
 
 _ROUND_TRIP_METHODS: Final = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
+def _lane_meta(ctx: Ctx, method: str, profile: Profile) -> Json | None:
+    """For a request the 2026-07-28 lane may carry (see `backends/lane.py`): what of the client's own `_meta` goes
+    with it (its log level; the rest of the envelope is the lane's). None for any other request."""
+    if profile or method not in LANE_METHODS or ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    meta = (ctx.params or {}).get("_meta")
+    level = meta.get(types.LOG_LEVEL_META_KEY) if isinstance(meta, dict) else None
+    return {types.LOG_LEVEL_META_KEY: level} if isinstance(level, str) else {}
 
 
 def profile_of(ctx: Ctx) -> Profile:
@@ -271,6 +282,7 @@ class MasterServer:
             on_session=self._send_log_level,
             on_shared_up=self._restore,
             shared_auth=lambda sid: auth.strategy(sid).shared_auth(),
+            watched=self._watched,
         )
         enabled = [s.id for s in self.config.servers if s.enabled]
         self._delegated = {sid for sid in enabled if auth.delegating(sid) is not None}
@@ -384,11 +396,21 @@ class MasterServer:
         principal = current_principal()
         profile = profile_of(ctx)
         raw = ctx.params or {}
-        if isinstance(token := raw.get("requestState"), str) and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        token = raw.get("requestState") if modern else None
+        if isinstance(token, str) and self.rounds.holds(token):
             return _for_era(ctx, await self.rounds.resume(token, principal.key, raw.get("inputResponses")))
         backend = await self._backend(route.server_id, principal, profile)
+        lane = _lane_meta(ctx, method, profile)
+        if isinstance(token, str):
+            state = self.rounds.unwrap(token, principal.key, route.server_id) if lane is not None else None
+            if state is None:
+                return _for_era(ctx, await self.rounds.resume(token, principal.key, raw.get("inputResponses")))
+            # The backend's own state, from an input-required result of a lane call: it goes back as it came.
+            params = {**params, "requestState": state}
+            if "inputResponses" in raw:
+                params["inputResponses"] = raw["inputResponses"]
         progress = ctx.session.report_progress if progress_token_from_params(ctx.params) is not None else None
-        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         if modern and profile and method in _ROUND_TRIP_METHODS and self._tg is not None:
             timeout = backend.server.timeout_s
 
@@ -404,13 +426,17 @@ class MasterServer:
         started = time.perf_counter()
         logger.debug("%s -> server %s", method, route.server_id)
         try:
-            result = await backend.request(method, params, progress=progress, owner=owner, idempotent=idempotent)
+            result = await backend.request(
+                method, params, progress=progress, owner=owner, idempotent=idempotent, lane=lane
+            )
         except BackendUnavailable:
             self.metrics.observe(method, route.server_id, "unavailable")
             raise
         except MCPError:
             self.metrics.observe(method, route.server_id, "error", time.perf_counter() - started)
             raise
+        if lane is not None and isinstance(state := result.get("requestState"), str):
+            result = {**result, "requestState": self.rounds.wrap(state, principal.key, route.server_id)}
         outcome = "tool_error" if result.get("isError") is True else "ok"
         elapsed = time.perf_counter() - started
         self.metrics.observe(method, route.server_id, outcome, elapsed)
@@ -427,6 +453,18 @@ class MasterServer:
             delegate = needed.delegate
             data = delegation_result(delegate)["structuredContent"]
             raise MCPError(types.INVALID_REQUEST, str(needed), data=data) from None
+
+    def _watched(self, server_id: str, principal: tuple[str, str] | None) -> list[str]:
+        """The backend URIs of `server_id` that front sessions subscribed to (only `principal`'s, for a per-user
+        session: one user's interests are not told to a backend under another's credential)."""
+        uris: set[str] = set()
+        for front in self.fronts:
+            if principal is None or front.principal == principal:
+                for uri in front.subscriptions:
+                    route = self.catalog.resolve_resource(uri)
+                    if route is not None and route.server_id == server_id:
+                        uris.add(route.name)
+        return sorted(uris)
 
     def _to_front(self, server_id: str) -> Any:
         return lambda uri: self.catalog.uri_to_front(server_id, uri)
@@ -668,7 +706,16 @@ class MasterServer:
                 raise
         if not front.subscriptions - {params.uri}:
             front.connection.exit_stack.push_async_callback(self._drop_subscriptions, front)
+        await self._watching(route.server_id)
         return _for_era(ctx, {})
+
+    async def _watching(self, server_id: str) -> None:
+        """Return once each 2026-07-28 lane of `server_id` listens for the resources front sessions subscribed to
+        now (a subscription through the master holds from its answer on, as the backend's own does)."""
+        waiting = self.pool.rewatch(server_id)
+        with anyio.move_on_after(self.config.master.connect_timeout_s):
+            for event in waiting:
+                await event.wait()
 
     async def _drop_subscriptions(self, front: FrontSession) -> None:
         for uri in list(front.subscriptions):
@@ -684,6 +731,8 @@ class MasterServer:
         if uri not in front.subscriptions:
             return
         front.subscriptions.discard(uri)
+        if (watched := self.catalog.resolve_resource(uri)) is not None:
+            self.pool.rewatch(watched.server_id)  # no need to wait: the master relays only what is subscribed to
         remaining = self._backend_subscriptions.get(uri, 1) - 1
         if remaining > 0:
             self._backend_subscriptions[uri] = remaining

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import (
     Completion,
     EmbeddedResource,
+    InputRequiredResult,
     ResourceLink,
     SamplingMessage,
     SetLevelRequestParams,
@@ -27,6 +28,7 @@ from mcp_types import (
     TextResourceContents,
     UnsubscribeRequestParams,
 )
+from pydantic import Field
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--name", default="fixture")
@@ -148,13 +150,16 @@ def client_capabilities(ctx: Context) -> str:
 @mcp.tool(description="Register a new tool now, and announce it with tools/list_changed.")
 async def add_tool_later(name: str, ctx: Context) -> str:
     mcp.add_tool(_make_extra(len(name)), name=name, description="Added after initialize.")
+    # Both eras, as the SDK asks of a server: this session (handshake era), and every `subscriptions/listen` stream.
     await ctx.request_context.session.send_tool_list_changed()
+    await ctx.notify_tools_changed()
     return f"added {name}"
 
 
 @mcp.tool(description="Announce that a resource changed (notifications/resources/updated).")
 async def touch_resource(uri: str, ctx: Context) -> str:
     await ctx.request_context.session.send_resource_updated(uri)
+    await ctx.notify_resource_updated(uri)
     return f"touched {uri}"
 
 
@@ -191,6 +196,18 @@ def links() -> list[Any]:
 def show_meta(ctx: Context) -> str:
     meta = ctx.request_context.meta
     return json.dumps(dict(meta) if meta else {}, sort_keys=True, default=str)
+
+
+@mcp.tool(description="The Mcp-Param-Region header this call arrived with (2026-07-28 mirrors `region` in it).")
+def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], ctx: Context) -> str:
+    return (ctx.headers or {}).get("mcp-param-region") or "none"
+
+
+@mcp.tool(description="2026-07-28: answer the first round with an input-required result, the second for real.")
+def two_rounds(ctx: Context) -> InputRequiredResult | str:
+    if ctx.request_state is None:
+        return InputRequiredResult(request_state="round-1")
+    return f"second round after {ctx.request_state}"
 
 
 @mcp.tool(description="The Authorization header this call arrived with (HTTP transports).")

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from contextvars import Context, ContextVar
+from contextvars import Context
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -25,13 +25,15 @@ from mcp.client.session import ClientSession, IncomingMessage
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
+from master_mcp.backends.failures import describe, timed_out
 from master_mcp.backends.http_wire import REPEATABLE
+from master_mcp.backends.lane import Lane
 from master_mcp.backends.listing import Listing
 from master_mcp.backends.transports import open_transport
+from master_mcp.backends.watched import CALLER, RECEIVED_FOR, WatchedDispatcher
 from master_mcp.config.models import ServerConfig
 from master_mcp.version import VERSION
 
@@ -71,10 +73,6 @@ class Unsolicited:
     principal: tuple[str, str] | None
 
 
-# The front request a backend request is made for. Streamable HTTP delivers what the backend sends on that
-# request's stream in the context it was sent from, so this tells whose call a notification belongs to.
-CALLER: ContextVar[object | None] = ContextVar("master_mcp_caller", default=None)
-
 _MAX_PAGES: Final = 1000
 _REFRESH_DEBOUNCE_S: Final = 0.05
 _BACKOFF_START_S: Final = 0.5
@@ -96,7 +94,7 @@ class _Live:
     """What requests go out through while a backend session is initialized (the `ClientSession` itself lives in the
     supervisor's exit stack, answering the backend's own requests and notifications)."""
 
-    dispatcher: _WatchedDispatcher
+    dispatcher: WatchedDispatcher
     version: str
 
 
@@ -137,101 +135,6 @@ async def _forward_event(source: anyio.Event, target: anyio.Event) -> None:
     target.set()
 
 
-# Which notification a task handles (its number in the dispatcher that received it), and whose call it was
-# received during: the first is set in receive order where the task will copy it from, the second by the task.
-_RECEIVED: ContextVar[int] = ContextVar("master_mcp_received", default=0)
-_RECEIVED_FOR: ContextVar[object | None] = ContextVar("master_mcp_received_for", default=None)
-# How long a call's answer waits for the log lines received before it to be relayed (only a front client that
-# reads nothing of its own stream makes that take long, and its answer would wait behind them anyway).
-_LOG_LINES_WITHIN_S: Final = 2.0
-
-
-class _WatchedDispatcher(JSONRPCDispatcher[Any]):
-    """A dispatcher that says when its receive loop has ended (the peer hung up or the child died), and that keeps
-    the log lines a backend sends during a call ahead of the call's answer.
-
-    The SDK hands each notification to a task of its own and resolves an answer at once, so a log line read just
-    before an answer could reach the front after it, when the call's stream is closed, or be taken for nobody's
-    once the call is over. So whose call a notification belongs to is decided as it is received, and a call's
-    answer waits for the log lines received for it until then to be relayed."""
-
-    def __init__(self, read_stream: Any, write_stream: Any, owner_at: Callable[[Context | None], object]) -> None:
-        super().__init__(read_stream, write_stream)
-        self.ended = anyio.Event()
-        self._owner_at = owner_at
-        self._received = 0
-        # Each notification received and not yet handled: whose call it came during, and whether that call's
-        # answer waits for it (log lines; what goes to others, such as resource updates, must not hold it up).
-        self._unhandled: dict[int, tuple[object, bool]] = {}
-        self._handled_one = anyio.Event()
-
-    async def run(
-        self, on_request: Any, on_notify: Any, on_notify_intercept: Any = None, *args: Any, **kwargs: Any
-    ) -> None:
-        def intercept(method: str, params: Any) -> bool:
-            # Runs in receive order, just before the dispatcher starts the notification's task (in the sender's
-            # context where there is one, else in a copy of this one).
-            self._received += 1
-            number = self._received
-            sender: Context | None = getattr(self._read_stream, "last_context", None)
-            if sender is not None:
-                sender.run(_RECEIVED.set, number)
-            else:
-                _RECEIVED.set(number)
-            self._unhandled[number] = (self._owner_at(sender), method == "notifications/message")
-            if on_notify_intercept is not None and on_notify_intercept(method, params):
-                self._handled(number)  # taken by the session itself: no task follows
-                return True
-            return False
-
-        async def notify(dctx: Any, method: str, params: Any) -> None:
-            number = _RECEIVED.get()
-            _RECEIVED_FOR.set(self._unhandled.get(number, (None, False))[0])
-            try:
-                await on_notify(dctx, method, params)
-            finally:
-                self._handled(number)
-
-        try:
-            await super().run(on_request, notify, intercept, *args, **kwargs)
-        finally:
-            self.ended.set()
-
-    def _handled(self, number: int) -> None:
-        if self._unhandled.pop(number, None) is not None:
-            self._handled_one.set()
-            self._handled_one = anyio.Event()
-
-    async def log_lines_relayed(self, owner: object) -> None:
-        """Wait (a while at most) until the log lines received so far for `owner`'s call have been relayed."""
-        if not self._unhandled:
-            return
-        mine = [number for number, (whose, waits) in self._unhandled.items() if waits and whose is owner]
-        with anyio.move_on_after(_LOG_LINES_WITHIN_S):
-            while any(number in self._unhandled for number in mine):
-                await self._handled_one.wait()
-
-
-def _timed_out(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):  # the session's task groups wrap what its connect raised
-        return any(_timed_out(e) for e in exc.exceptions)
-    return isinstance(exc, TimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, MCPError):
-        return exc.message
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
-    if isinstance(exc, FileNotFoundError):
-        return f"command not found: {exc.filename or exc}"
-    if isinstance(exc, httpx2.HTTPError):
-        return f"{type(exc).__name__}: {exc}"
-    return str(exc) or type(exc).__name__
-
-
 class BackendConnection:
     def __init__(
         self,
@@ -249,6 +152,7 @@ class BackendConnection:
         breaker: CircuitBreaker | None = None,
         instances: Instances | None = None,
         on_up: Callable[[BackendConnection], Coroutine[Any, Any, None]] | None = None,
+        watched: Callable[[], list[str]] = list,
     ) -> None:
         self.server = server
         # Told each time a session of this connection is up, to give it what the front sessions asked of the last.
@@ -287,6 +191,22 @@ class BackendConnection:
         self._session: _Live | None = None
         self._refresh = anyio.Event()
         self._stopping = False
+        self._lane = (
+            Lane(
+                server,
+                base_dir,
+                auth,
+                connect_timeout=self._connect_timeout,
+                client_info=_CLIENT_INFO,
+                owner_at=self._owner_at,
+                own=Unsolicited(principal),
+                on_message=self._on_message,
+                on_missed=self.refresh,
+                watched=watched,
+            )
+            if Lane.offered(server)
+            else None
+        )
 
     # ---- requests ------------------------------------------------------------------------------------------------
 
@@ -299,13 +219,15 @@ class BackendConnection:
         progress: ProgressFnT | None = None,
         owner: object | None = None,
         idempotent: bool | None = None,
+        lane: Json | None = None,
     ) -> Json:
         """Send one request on the shared session and return the backend's raw result.
 
         Raises `BackendUnavailable` when the backend is down, hangs up or times out, and `MCPError` with the
         backend's own error when it answers with one. When an HTTP backend has forgotten the session (it
         restarted), the session is opened again, and an idempotent request (`idempotent`, by default: every
-        method but `tools/call`) is sent once more on the new one.
+        method but `tools/call`) is sent once more on the new one. `lane`: the request may go on the 2026-07-28
+        lane where there is one (see `backends/lane.py`), with these `_meta` entries of the front client's.
         """
         breaker = self.breaker
         if breaker is not None:
@@ -314,7 +236,7 @@ class BackendConnection:
             except CircuitOpen as exc:
                 raise BackendUnavailable(f"server {self.server_id!r} is not being called for now: {exc}") from None
         try:
-            result = await self._retrying(method, params, timeout_s, progress, owner, idempotent)
+            result = await self._retrying(method, params, timeout_s, progress, owner, idempotent, lane)
         except BackendUnavailable:
             if breaker is not None:
                 breaker.record(ok=False)
@@ -331,10 +253,11 @@ class BackendConnection:
         progress: ProgressFnT | None,
         owner: object,
         idempotent: bool | None,
+        lane: Json | None,
     ) -> Json:
         retry = idempotent if idempotent is not None else method in _IDEMPOTENT
         try:
-            return await self._request_once(method, params, timeout_s, progress, owner, retry)
+            return await self._request_once(method, params, timeout_s, progress, owner, retry, lane)
         except _SessionExpired:
             if not retry:
                 raise BackendUnavailable(
@@ -356,6 +279,7 @@ class BackendConnection:
         progress: ProgressFnT | None,
         owner: object,
         repeatable: bool,
+        lane: Json | None = None,
     ) -> Json:
         session = self._session
         self.last_used = time.monotonic()
@@ -367,7 +291,21 @@ class BackendConnection:
         # request, dump it again, and validate the whole result against the protocol's models, which the front
         # validates anyway before anything reaches a client (the master keeps results as they came, unknown fields
         # included). That was 2.4% of the master's samples (py-spy, 2,000 calls, HTTP backend).
-        headers = {MCP_PROTOCOL_VERSION_HEADER: session.version}
+        dispatcher = session.dispatcher
+        live = self._lane.live if lane is not None and self._lane is not None else None
+        if live is not None and self._lane is not None:
+            dispatcher = live.dispatcher
+            params, headers = self._lane.prepare(live, method, params or {}, lane or {})
+        else:
+            if lane is not None and params is not None and "requestState" in params:
+                # A backend's own state belongs to the 2026-07-28 call it came from: never to this session.
+                raise BackendUnavailable(
+                    f"server {self.server_id!r}: the 2026-07-28 connection of this call's first round has closed;"
+                    " call again"
+                )
+            if lane is not None and self._lane is not None:
+                self._lane.want()
+            headers = {MCP_PROTOCOL_VERSION_HEADER: session.version}
         if repeatable:
             headers[REPEATABLE] = "1"  # the HTTP transports may send it again (never sent on to the backend)
         options: CallOptions = {"timeout": timeout, "headers": headers}
@@ -379,9 +317,9 @@ class BackendConnection:
             self._inflight[slot] = owner
         self.active += 1
         try:
-            result = await session.dispatcher.send_raw_request(method, params, options)
+            result = await dispatcher.send_raw_request(method, params, options)
             if owner is not None:
-                await session.dispatcher.log_lines_relayed(owner)  # what it logged goes before its answer
+                await dispatcher.log_lines_relayed(owner)  # what it logged goes before its answer
             return result
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
@@ -395,7 +333,7 @@ class BackendConnection:
                     f"server {self.server_id!r} rejected the credential (HTTP 401) and it could not be refreshed;"
                     " the next call will ask for authorization again"
                 ) from None
-            if self._forgotten:
+            if self._forgotten and live is None:
                 if self._session is session:
                     self._mark_down("the backend forgot the session (HTTP 404)")
                 raise _SessionExpired from None
@@ -407,7 +345,7 @@ class BackendConnection:
             # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
             # front client, which must be able to tell which server said it; code and data pass unchanged.
             if owner is not None:
-                await session.dispatcher.log_lines_relayed(owner)
+                await dispatcher.log_lines_relayed(owner)
             raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None
         finally:
             self.active -= 1
@@ -439,8 +377,8 @@ class BackendConnection:
                 await self._serve_once()
                 error = "connection closed"
             except Exception as exc:
-                error = _describe(exc)
-                if _timed_out(exc) and self.connects == connects:
+                error = describe(exc)
+                if timed_out(exc) and self.connects == connects:
                     self._patience = min(self._patience * 2, _MAX_PATIENCE)
                     error = f"{error} (next attempt waits {self._connect_timeout * self._patience:g}s)"
             if self._stderr_tail and self.server.type == "stdio":
@@ -475,7 +413,7 @@ class BackendConnection:
                 self.server, self._base_dir, self._auth, self._forget, self.instances, self._stderr_tail
             )
             read, write = await stack.enter_async_context(transport)
-            dispatcher = _WatchedDispatcher(read, write, self._owner_at)
+            dispatcher = WatchedDispatcher(read, write, self._owner_at)
             session = await stack.enter_async_context(
                 ClientSession(
                     dispatcher=dispatcher,
@@ -507,6 +445,8 @@ class BackendConnection:
                 tg.start_soon(_forward_event, dispatcher.ended, lost)
                 if self._on_up is not None:
                     tg.start_soon(self._on_up, self)
+                if self._lane is not None:
+                    tg.start_soon(self._lane.run)
                 await lost.wait()
                 tg.cancel_scope.cancel()
             # Closing the transport can take a moment (a child is given time to exit); calls must not wait on it.
@@ -522,6 +462,8 @@ class BackendConnection:
             listing.templates = await self._list_all("resources/templates/list", "resourceTemplates")
         if caps.prompts is not None:
             listing.prompts = await self._list_all("prompts/list", "prompts")
+        if self._lane is not None:
+            self._lane.know_tools(listing.tools)
         return listing
 
     async def _list_all(self, method: str, key: str) -> list[Json]:
@@ -587,9 +529,24 @@ class BackendConnection:
             self._refresh.set()
         # List changes are reported too: the master shares them with its other replicas.
         if isinstance(message, types.ServerNotification) and self._on_notification is not None:
-            await self._on_notification(self.server_id, message, _RECEIVED_FOR.get())
+            await self._on_notification(self.server_id, message, RECEIVED_FOR.get())
         elif isinstance(message, Exception):
-            logger.warning("server %s: transport error: %s", self.server_id, _describe(message))
+            logger.warning("server %s: transport error: %s", self.server_id, describe(message))
+
+    @property
+    def lane(self) -> Lane | None:
+        """The 2026-07-28 lane this connection may use (see `backends/lane.py`)."""
+        return self._lane
+
+    @property
+    def has_lane(self) -> bool:
+        """Whether 2026-07-28 requests go on a lane now."""
+        return self._lane is not None and self._lane.live is not None
+
+    def rewatch(self) -> anyio.Event | None:
+        """The resources subscribed to on this backend changed: the lane listens for updates of the new set (see
+        `Lane.rewatch`)."""
+        return self._lane.rewatch() if self._lane is not None else None
 
     async def _refresh_on_change(self) -> None:
         while True:
@@ -600,7 +557,7 @@ class BackendConnection:
             try:
                 listing = await self._discover()
             except (MCPError, BackendUnavailable) as exc:
-                logger.warning("server %s: re-listing after list_changed failed: %s", self.server_id, _describe(exc))
+                logger.warning("server %s: re-listing after list_changed failed: %s", self.server_id, describe(exc))
                 continue
             self._on_listing(self.server_id, listing)
 

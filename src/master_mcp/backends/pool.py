@@ -48,8 +48,10 @@ class BackendPool:
         relay: RequestRelay | None = None,
         on_session: Callable[[BackendConnection], Awaitable[None]] | None = None,
         on_shared_up: Callable[[BackendConnection], Coroutine[Any, Any, None]] | None = None,
+        watched: Callable[[str, PrincipalKey | None], list[str]] | None = None,
     ) -> None:
         self.config = config
+        self._watched = watched
         self._on_session = on_session
         self._on_shared_up = on_shared_up
         self._on_listing = on_listing
@@ -85,6 +87,9 @@ class BackendPool:
         def on_listing(sid: str, listing: Listing | None) -> None:
             self._merge_listing(sid, profile, listing, shared=reconnect)
 
+        def watched() -> list[str]:
+            return self._watched(server_id, principal) if self._watched is not None else []
+
         return BackendConnection(
             server,
             self.config.base_dir,
@@ -99,6 +104,7 @@ class BackendPool:
             breaker=self._breakers[server_id],
             instances=self._instances.get(server_id),
             on_up=self._on_shared_up if reconnect else None,
+            watched=watched,
         )
 
     @staticmethod
@@ -236,6 +242,12 @@ class BackendPool:
         for connection in self.live():
             if server_id is None or connection.server_id == server_id:
                 connection.refresh()
+
+    def rewatch(self, server_id: str) -> list[anyio.Event]:
+        """The resources front sessions subscribed to on `server_id` changed: what to wait for until every
+        connection of it listens for the new set (see `BackendConnection.rewatch`)."""
+        waiting = (connection.rewatch() for connection in self.live() if connection.server_id == server_id)
+        return [event for event in waiting if event is not None]
 
     def sessions_of(self, server_id: str) -> int:
         return sum(1 for key in self._sessions if key[0] == server_id)

@@ -41,6 +41,7 @@ from mcp_types import (
     RequestId,
     jsonrpc_message_adapter,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from yarl import URL
 
@@ -191,7 +192,10 @@ class _Link:
                     tg.start_soon(self._request, message, headers, body, repeatable)
                 continue
             initialized = isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized"
-            await self._tell(headers, body, essential=initialized)
+            # The 2026-07-28 wire has no messages from client to server outside a request: closing a request's POST
+            # is how it is cancelled.
+            if not (self.session_id is None and self._version in MODERN_PROTOCOL_VERSIONS):
+                await self._tell(headers, body, essential=initialized)
             if initialized:
                 tg.start_soon(self._listen)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":

@@ -19,9 +19,9 @@ NamespacingMode = Literal["prefix", "conditional", "none"]
 # worth reporting rather than silently ignoring.
 _KEYS_BY_TYPE: dict[str, frozenset[str]] = {
     "stdio": frozenset({"command", "args", "env", "cwd"}),
-    "http": frozenset({"url", "urls", "load_balancing", "headers"}),
+    "http": frozenset({"url", "urls", "load_balancing", "headers", "protocol"}),
     "sse": frozenset({"url", "headers"}),
-    "local": frozenset({"config", "headers"}),
+    "local": frozenset({"config", "headers", "protocol"}),
 }
 _REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
     "stdio": ("command",),
@@ -269,6 +269,9 @@ class ServerConfig(_Strict):
     urls: list[str] = []
     load_balancing: Literal["round_robin", "health"] = "round_robin"
     headers: dict[str, str] = Field(default={}, repr=False)
+    # "auto": 2026-07-28 clients that can answer nothing are served in their era where the backend offers it (see
+    # backends/lane.py); "handshake": every call goes on the backend's handshake session.
+    protocol: Literal["auto", "handshake"] = "auto"
     config: LocalEndpoint | None = None
     prefix: str | None = None
     tools: ToolFilter = ToolFilter()
