@@ -254,15 +254,15 @@ async def test_the_lane_comes_back_when_its_backend_restarts() -> None:
             await legacy.list_tools()  # known to the master before the change
             await on_the_lane(master, modern, "phoenix__show_meta")
             phoenix.restart()
-            # A call made while it is away may fail, naming the server; then 2026-07-28 calls take a lane again.
+            # Calls made while it is away may fail, naming the server; the session and the lane then come back.
+            connection = master.pool.get("phoenix")
             with anyio.fail_after(60):
-                while True:
-                    result = await modern.call_tool("phoenix__show_meta", {})
-                    if result.is_error:
-                        assert "phoenix" in text(result)
-                    elif MODERN in json.loads(text(result)):
-                        break
+                while not (connection.connects >= 2 and connection.has_lane):
+                    for client, tool in ((legacy, "phoenix__echo"), (modern, "phoenix__show_meta")):
+                        result = await client.call_tool(tool, {"text": "x"} if tool.endswith("echo") else {})
+                        assert not result.is_error or "phoenix" in text(result)
                     await anyio.sleep(0.2)
+            assert MODERN in json.loads(text(await modern.call_tool("phoenix__show_meta", {})))
             # The new lane listens as the first did: a change made on it reaches the handshake session.
             await modern.call_tool("phoenix__add_tool_later", {"name": "reborn"})
             await wait_until(lambda: any(tool.get("name") == "phoenix__reborn" for tool in master.catalog.tools))

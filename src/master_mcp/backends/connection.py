@@ -30,7 +30,7 @@ from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
 from master_mcp.backends.failures import describe, timed_out
 from master_mcp.backends.http_wire import REPEATABLE
-from master_mcp.backends.lane import Lane
+from master_mcp.backends.lane import Lane, LaneCalls
 from master_mcp.backends.listing import Listing
 from master_mcp.backends.transports import open_transport
 from master_mcp.backends.watched import CALLER, RECEIVED_FOR, WatchedDispatcher
@@ -201,6 +201,7 @@ class BackendConnection:
                 owner_at=self._owner_at,
                 own=Unsolicited(principal),
                 on_message=self._on_message,
+                heard=self._heard,
                 on_missed=self.refresh,
                 watched=watched,
             )
@@ -291,7 +292,7 @@ class BackendConnection:
         # request, dump it again, and validate the whole result against the protocol's models, which the front
         # validates anyway before anything reaches a client (the master keeps results as they came, unknown fields
         # included). That was 2.4% of the master's samples (py-spy, 2,000 calls, HTTP backend).
-        dispatcher = session.dispatcher
+        dispatcher: WatchedDispatcher | LaneCalls = session.dispatcher
         live = self._lane.live if lane is not None and self._lane is not None else None
         if live is not None and self._lane is not None:
             dispatcher = live.dispatcher
@@ -525,13 +526,18 @@ class BackendConnection:
         return self._owner(sender.get(CALLER) if sender is not None else None)
 
     async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, Exception):
+            logger.warning("server %s: transport error: %s", self.server_id, describe(message))
+        else:
+            await self._heard(message, RECEIVED_FOR.get())
+
+    async def _heard(self, message: types.ServerNotification, owner: object | None) -> None:
+        """A notification of the backend's, during `owner`'s call (see `_owner`)."""
         if isinstance(message, _LIST_CHANGED):
             self._refresh.set()
         # List changes are reported too: the master shares them with its other replicas.
-        if isinstance(message, types.ServerNotification) and self._on_notification is not None:
-            await self._on_notification(self.server_id, message, RECEIVED_FOR.get())
-        elif isinstance(message, Exception):
-            logger.warning("server %s: transport error: %s", self.server_id, describe(message))
+        if self._on_notification is not None:
+            await self._on_notification(self.server_id, message, owner)
 
     @property
     def lane(self) -> Lane | None:

@@ -15,6 +15,7 @@ reaches one instance, and its requests would be spread over all of them).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,13 +23,14 @@ from contextlib import AsyncExitStack
 from contextvars import Context
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import anyio
 import httpx2
 import mcp_types as types
 from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.client.subscriptions import Subscription, listen
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -40,12 +42,16 @@ from mcp.shared.inbound import (
     mcp_param_headers,
     x_mcp_header_map,
 )
+from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCResponse
+from mcp_types.methods import parse_server_notification
 from pydantic import ValidationError
 
 from master_mcp.backends.failures import describe
-from master_mcp.backends.transports import open_transport
+from master_mcp.backends.http_wire import REPEATABLE, HttpWire
+from master_mcp.backends.streamable import Sessionless, streamable_http
 from master_mcp.backends.watched import CALLER, WatchedDispatcher
 from master_mcp.config.models import ServerConfig
+from master_mcp.lines import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +80,76 @@ class _Refused(Exception):
     """The backend does not offer what a lane needs: no lane for as long as this session lasts."""
 
 
+Heard = Callable[[types.ServerNotification, object | None], Awaitable[None]]
+
+
+class LaneCalls:
+    """Lane requests, each on a POST of its own (`Sessionless`), answered to the caller as a dispatcher's
+    `send_raw_request` would. What the backend sends on a request's stream before its answer (progress, log lines)
+    is handled in order as it comes, by the caller's task, so it reaches the caller ahead of the answer."""
+
+    def __init__(self, calls: Sessionless, version: str, heard: Heard) -> None:
+        self._calls = calls
+        self._version = version
+        self._heard = heard
+        self._ids = itertools.count(1)
+
+    async def send_raw_request(self, method: str, params: Json | None, options: CallOptions) -> Json:
+        headers = dict(options.get("headers") or {})
+        repeatable = headers.pop(REPEATABLE, None) is not None
+        request_id = next(self._ids)
+        params = dict(params or {})
+        progress = options.get("on_progress")
+        if progress is not None:
+            params["_meta"] = {**(params.get("_meta") or {}), "progressToken": request_id}
+        owner = CALLER.get()
+        answers: list[JSONRPCResponse | JSONRPCError] = []
+
+        async def take(message: Any) -> None:
+            if isinstance(message, JSONRPCResponse | JSONRPCError):
+                answers.append(message)
+            elif isinstance(message, JSONRPCNotification):
+                await self._notice(message, request_id, progress, owner)
+            else:  # a request: the 2026-07-28 wire gives a backend no way to ask its client anything
+                logger.debug("a backend request on a 2026-07-28 stream was dropped")
+
+        timeout = options.get("timeout")
+        try:
+            with anyio.fail_after(timeout):
+                await self._calls.request(request_id, method, params, headers, take, repeatable=repeatable)
+        except TimeoutError:
+            raise MCPError(types.REQUEST_TIMEOUT, f"no answer within {timeout}s") from None
+        if not answers:
+            raise MCPError(types.CONNECTION_CLOSED, "the backend's stream ended without an answer")
+        answer = answers[0]
+        if isinstance(answer, JSONRPCError):
+            raise MCPError(answer.error.code, answer.error.message, answer.error.data)
+        return answer.result
+
+    async def _notice(
+        self, message: JSONRPCNotification, request_id: int, progress: ProgressFnT | None, owner: object | None
+    ) -> None:
+        params = message.params or {}
+        if message.method == "notifications/progress":
+            if progress is not None and params.get("progressToken") == request_id:
+                await progress(params.get("progress", 0), params.get("total"), params.get("message"))
+            return
+        try:
+            note = parse_server_notification(message.method, self._version, params)
+        except (KeyError, ValueError):  # ValidationError is a ValueError
+            logger.debug("a backend notification that is not one of this era was dropped: %s", message.method)
+            return
+        await self._heard(cast(types.ServerNotification, note), owner)
+
+    async def log_lines_relayed(self, owner: object) -> None:
+        """Nothing to wait for: a lane request's log lines were relayed before its answer was taken."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaneLive:
     """What lane requests go out through while the lane is open and listening."""
 
-    dispatcher: WatchedDispatcher
+    dispatcher: LaneCalls
     version: str
     meta: Json  # what each request's `_meta` says of the client: its era, its name, and that it can answer nothing
 
@@ -99,6 +170,7 @@ class Lane:
         owner_at: Callable[[Context | None], object],
         own: object,
         on_message: MessageHandlerFnT,
+        heard: Heard,
         on_missed: Callable[[], None],
         watched: Callable[[], list[str]],
     ) -> None:
@@ -110,6 +182,7 @@ class Lane:
         self._owner_at = owner_at
         self._own = own  # whose the listen stream's news is: the backend's own, for this connection's sessions
         self._on_message = on_message
+        self._heard = heard
         self._on_missed = on_missed
         self._watched = watched
         self._wanted = anyio.Event()
@@ -210,8 +283,14 @@ class Lane:
         """One lane, from discover to the end of its connection. `missed`: news may have gone unheard since the last
         one closed, so everything is listed again once this one listens."""
         async with AsyncExitStack() as stack:
-            transport = open_transport(self._server, self._base_dir, self._auth)
-            read, write = await stack.enter_async_context(transport)
+            url = self._server.endpoint_url
+            assert url is not None  # an http or local server
+            wire = await stack.enter_async_context(
+                HttpWire(url, headers=self._server.headers, auth=self._auth, instances=None)
+            )
+            read, write = await stack.enter_async_context(
+                streamable_http(wire, max_event_bytes=MAX_MESSAGE_BYTES, on_forgotten=lambda: None)
+            )
             dispatcher = WatchedDispatcher(read, write, self._owner_at)
             session = await stack.enter_async_context(
                 ClientSession(dispatcher=dispatcher, message_handler=self._on_message, client_info=self._client_info)
@@ -225,13 +304,16 @@ class Lane:
                 types.CLIENT_INFO_META_KEY: self._client_info.model_dump(by_alias=True, mode="json", exclude_none=True),
                 types.CLIENT_CAPABILITIES_META_KEY: {},
             }
-            await self._listening(session, LaneLive(dispatcher, version, meta), missed)
+            calls = LaneCalls(Sessionless(wire, max_event_bytes=MAX_MESSAGE_BYTES), version, self._heard)
+            await self._listening(session, dispatcher, LaneLive(calls, version, meta), missed)
 
-    async def _listening(self, session: ClientSession, live: LaneLive, missed: bool) -> None:
+    async def _listening(
+        self, session: ClientSession, dispatcher: WatchedDispatcher, live: LaneLive, missed: bool
+    ) -> None:
         """Keep one listen stream open, and the lane in use while one is. A new set of watched resources gets a new
         stream before the old one closes, so nothing published meanwhile is missed."""
         async with AsyncExitStack() as current:
-            while not live.dispatcher.ended.is_set():
+            while not dispatcher.ended.is_set():
                 self._rewatch = anyio.Event()
                 waiters, self._waiters = self._waiters, []
                 try:

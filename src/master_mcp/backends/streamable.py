@@ -13,10 +13,12 @@ then sessionless POSTs with the headers the session sets): the benchmark's floor
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,6 +70,10 @@ _PROBE_SHARED_S: Final = 1.0
 _SILENT: Final = frozenset({502, 504})
 
 Inbox = ContextSendStream[SessionMessage | Exception]
+Sink = Callable[[Any], Awaitable[None]]
+# Where what comes on a request's stream goes when the request was sent outside the session's dispatcher
+# (`Sessionless`): set by that request's task, which reads its stream itself.
+_SINK: ContextVar[Sink | None] = ContextVar("master_mcp_sink", default=None)
 
 
 @dataclass
@@ -103,7 +109,9 @@ class _Gone(Exception):
 
 
 class _Link:
-    def __init__(self, wire: HttpWire, inbox: Inbox, max_event_bytes: int, on_forgotten: Callable[[], None]) -> None:
+    def __init__(
+        self, wire: HttpWire, inbox: Inbox | None, max_event_bytes: int, on_forgotten: Callable[[], None]
+    ) -> None:
         self._wire = wire
         self._inbox = inbox
         self._max_event_bytes = max_event_bytes
@@ -374,7 +382,11 @@ class _Link:
             await anyio.sleep(position.delay_s())
 
     async def _deliver(self, message: Any) -> None:
-        await self._inbox.send(SessionMessage(message))
+        sink = _SINK.get()
+        if sink is not None:
+            await sink(message)
+        elif self._inbox is not None:
+            await self._inbox.send(SessionMessage(message))
 
     async def terminate(self) -> None:
         if not self.session_id:
@@ -407,6 +419,37 @@ def _without_query(location: str) -> str:
         return str(url.with_query(None).with_fragment(None))
     except ValueError:
         return "a location that is not a URL"
+
+
+class Sessionless:
+    """Requests to a backend that needs no session (the 2026-07-28 era), each on a POST of its own and read by the
+    task that sent it: nothing needs to multiplex them, so no dispatcher, message models or task per request."""
+
+    def __init__(self, wire: HttpWire, *, max_event_bytes: int) -> None:
+        self._link = _Link(wire, None, max_event_bytes, lambda: None)
+
+    async def request(
+        self,
+        request_id: int,
+        method: str,
+        params: dict[str, Any],
+        headers: dict[str, str],
+        sink: Sink,
+        *,
+        repeatable: bool,
+    ) -> None:
+        """POST one request; each message of its answer goes to `sink`, the answer (or the error that stands for
+        it) last."""
+        body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        message = JSONRPCRequest.model_construct(jsonrpc="2.0", id=request_id, method=method, params=params)
+        sent = {**self._link._headers(), **{name.lower(): value for name, value in headers.items()}}
+        token = _SINK.set(sink)
+        try:
+            await self._link._post(message, sent, json.dumps(body, separators=(",", ":")).encode(), repeatable)
+        except (*UNREACHABLE, _Gone) as exc:
+            await sink(_error(request_id, CONNECTION_CLOSED, str(exc) or type(exc).__name__))
+        finally:
+            _SINK.reset(token)
 
 
 @asynccontextmanager
