@@ -58,6 +58,11 @@ def test_duplicate_and_bad_ids() -> None:
             "servers[0].headers: the header 'x-key' holds a line break or NUL",
         ),
         ({**STDIO, "url": "http://x"}, "servers[0]: 'url' not allowed with type 'stdio'"),
+        ({**STDIO, "protocol": "handshake"}, "servers[0]: 'protocol' not allowed with type 'stdio'"),
+        (
+            {"id": "a", "type": "http", "url": "http://x", "protocol": "2026"},
+            "servers[0].protocol: Input should be 'auto' or 'handshake'",
+        ),
         ({"id": "a", "type": "carrier-pigeon"}, "servers[0].type: Input should be 'stdio', 'http', 'sse' or 'local'"),
         ({"id": "a", "type": "local", "config": {"port": 0}}, "servers[0].config.port:"),
         ({**STDIO, "tools": {"allow": ["ok*", "bad["]}}, "servers[0].tools.allow: bad glob 'bad['"),
