@@ -10,12 +10,15 @@ master is built, gets its spans as before.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from opentelemetry.trace import ProxyTracerProvider, get_tracer_provider
+from mcp.shared._otel import inject_trace_context, otel_span
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, get_tracer_provider
 
 
 class SpansWhenCollected:
@@ -40,3 +43,16 @@ def spans_when_collected(server: Server[Any]) -> None:
         SpansWhenCollected(layer) if isinstance(layer, OpenTelemetryMiddleware) else layer
         for layer in server.middleware
     ]
+
+
+@contextmanager
+def backend_span(method: str, target: object, meta: dict[str, Any]) -> Iterator[None]:
+    """The client span of a backend request the SDK's dispatcher does not send (it makes its own), with the trace
+    context passed on in `meta`, as the dispatcher does; nothing while no tracer provider is installed."""
+    if isinstance(get_tracer_provider(), ProxyTracerProvider):
+        yield
+        return
+    name = f"MCP send {method}{f' {target}' if isinstance(target, str) else ''}"
+    with otel_span(name, kind=SpanKind.CLIENT, attributes={"mcp.method.name": method}):
+        inject_trace_context(meta)
+        yield

@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack
 from contextvars import Context
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeGuard, TypeVar, cast
 
 import anyio
 import httpx2
@@ -52,11 +52,21 @@ from master_mcp.backends.streamable import Sessionless, streamable_http
 from master_mcp.backends.watched import CALLER, WatchedDispatcher
 from master_mcp.config.models import ServerConfig
 from master_mcp.lines import MAX_MESSAGE_BYTES
+from master_mcp.tracing import backend_span
 
 logger = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 _T = TypeVar("_T")
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
 
 # The requests a lane carries: those a client makes of a backend's tools, resources and prompts. Lists stay on the
 # handshake session (the catalog is the master's), and so does what a handshake-era front session set up.
@@ -93,15 +103,26 @@ class LaneCalls:
         self._version = version
         self._heard = heard
         self._ids = itertools.count(1)
+        self._running: set[anyio.CancelScope] = set()
+        self._closed = False
+
+    def close(self) -> None:
+        """The lane is closing: the calls on it end now, as a dispatcher's would when its connection closes."""
+        self._closed = True
+        for scope in self._running:
+            scope.cancel()
 
     async def send_raw_request(self, method: str, params: Json | None, options: CallOptions) -> Json:
+        if self._closed:
+            raise MCPError(types.CONNECTION_CLOSED, "the 2026-07-28 lane closed")
         headers = dict(options.get("headers") or {})
         repeatable = headers.pop(REPEATABLE, None) is not None
         request_id = next(self._ids)
         params = dict(params or {})
+        meta = params["_meta"] = dict(params.get("_meta") or {})
         progress = options.get("on_progress")
         if progress is not None:
-            params["_meta"] = {**(params.get("_meta") or {}), "progressToken": request_id}
+            meta["progressToken"] = request_id
         owner = CALLER.get()
         answers: list[JSONRPCResponse | JSONRPCError] = []
 
@@ -114,11 +135,19 @@ class LaneCalls:
                 logger.debug("a backend request on a 2026-07-28 stream was dropped")
 
         timeout = options.get("timeout")
+        scope = anyio.CancelScope()
+        self._running.add(scope)
         try:
-            with anyio.fail_after(timeout):
+            with scope, anyio.fail_after(timeout), backend_span(method, params.get("name"), meta):
                 await self._calls.request(request_id, method, params, headers, take, repeatable=repeatable)
         except TimeoutError:
             raise MCPError(types.REQUEST_TIMEOUT, f"no answer within {timeout}s") from None
+        except Exception as exc:  # the credential flow's own failures, say: this call's, told as the backend's
+            raise MCPError(types.INTERNAL_ERROR, describe(exc)) from None
+        finally:
+            self._running.discard(scope)
+        if scope.cancelled_caught:
+            raise MCPError(types.CONNECTION_CLOSED, "the 2026-07-28 lane closed during the call")
         if not answers:
             raise MCPError(types.CONNECTION_CLOSED, "the backend's stream ended without an answer")
         answer = answers[0]
@@ -129,17 +158,20 @@ class LaneCalls:
     async def _notice(
         self, message: JSONRPCNotification, request_id: int, progress: ProgressFnT | None, owner: object | None
     ) -> None:
+        """What came before the answer, relayed as the SDK's dispatcher would: a notice that cannot be relayed costs
+        only itself, never the call."""
         params = message.params or {}
-        if message.method == "notifications/progress":
-            if progress is not None and params.get("progressToken") == request_id:
-                await progress(params.get("progress", 0), params.get("total"), params.get("message"))
-            return
         try:
+            if message.method == "notifications/progress":
+                value, total, text = params.get("progress"), params.get("total"), params.get("message")
+                token = params.get("progressToken")
+                if progress is not None and token in (request_id, str(request_id)) and _number(value):
+                    await progress(float(value), float(total) if _number(total) else None, _text(text))
+                return
             note = parse_server_notification(message.method, self._version, params)
-        except (KeyError, ValueError):  # ValidationError is a ValueError
-            logger.debug("a backend notification that is not one of this era was dropped: %s", message.method)
-            return
-        await self._heard(cast(types.ServerNotification, note), owner)
+            await self._heard(cast(types.ServerNotification, note), owner)
+        except Exception as exc:
+            logger.debug("server notification %s not relayed: %s", message.method, type(exc).__name__)
 
     async def log_lines_relayed(self, owner: object) -> None:
         """Nothing to wait for: a lane request's log lines were relayed before its answer was taken."""
@@ -305,7 +337,11 @@ class Lane:
                 types.CLIENT_CAPABILITIES_META_KEY: {},
             }
             calls = LaneCalls(Sessionless(wire, max_event_bytes=MAX_MESSAGE_BYTES), version, self._heard)
-            await self._listening(session, dispatcher, LaneLive(calls, version, meta), missed)
+            try:
+                await self._listening(session, dispatcher, LaneLive(calls, version, meta), missed)
+            finally:
+                self.live = None  # before its connections close: no call is sent on them any more
+                calls.close()
 
     async def _listening(
         self, session: ClientSession, dispatcher: WatchedDispatcher, live: LaneLive, missed: bool

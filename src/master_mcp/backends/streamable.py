@@ -13,7 +13,6 @@ then sessionless POSTs with the headers the session sets): the benchmark's floor
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +44,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
+from pydantic_core import to_json
 from yarl import URL
 
 from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, AnswerBrokeOff, HttpWire, Reply
@@ -384,7 +384,11 @@ class _Link:
     async def _deliver(self, message: Any) -> None:
         sink = _SINK.get()
         if sink is not None:
-            await sink(message)
+            token = _SINK.set(None)  # what the sink starts is not that request's reader
+            try:
+                await sink(message)
+            finally:
+                _SINK.reset(token)
         elif self._inbox is not None:
             await self._inbox.send(SessionMessage(message))
 
@@ -445,7 +449,8 @@ class Sessionless:
         sent = {**self._link._headers(), **{name.lower(): value for name, value in headers.items()}}
         token = _SINK.set(sink)
         try:
-            await self._link._post(message, sent, json.dumps(body, separators=(",", ":")).encode(), repeatable)
+            # As the SDK writes a request: UTF-8, and null for what JSON cannot carry (NaN, Infinity).
+            await self._link._post(message, sent, to_json(body, inf_nan_mode="null"), repeatable)
         except (*UNREACHABLE, _Gone) as exc:
             await sink(_error(request_id, CONNECTION_CLOSED, str(exc) or type(exc).__name__))
         finally:
