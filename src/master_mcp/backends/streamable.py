@@ -8,7 +8,8 @@ id is resumed from that id. The session's standalone stream (GET) starts once th
 reconnects a few times; the session is deleted when the connection closes.
 
 The master's backend sessions always begin with `initialize`. A 2026-07-28 session goes over it as it is (discover,
-then sessionless POSTs with the headers the session sets): the benchmark's floor uses that.
+then sessionless POSTs with the headers the session sets): the benchmark's floor uses that, and so does the listen
+stream of the master's 2026-07-28 lane, whose calls go through `Sessionless` (no session, no dispatcher).
 """
 
 from __future__ import annotations
