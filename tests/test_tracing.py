@@ -18,7 +18,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer, TracerProv
 from opentelemetry.util._once import Once
 
 from master_mcp.tracing import SpansWhenCollected
-from tests.conftest import make_config, serve_master, stdio_server
+from tests.conftest import HttpBackend, make_config, serve_master, stdio_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,19 +43,32 @@ class _Recording(TracerProvider, Tracer):
         yield self.start_span(name, context, kind)
 
 
-@pytest.fixture
-def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recording]:
+@contextmanager
+def fresh_tracing() -> Iterator[_Recording]:
     """A recording provider, not installed yet; the process's tracing is put back afterwards. OpenTelemetry lets a
     process set its provider once, so the two globals it keeps are reset around the test, and the SDK's tracer (a
     proxy that keeps the first real tracer it finds) is a fresh one for the test only."""
-    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
-    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, sdk_otel._tracer
     trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
-    monkeypatch.setattr(sdk_otel, "_tracer", trace.get_tracer("mcp-python-sdk"))
+    sdk_otel._tracer = trace.get_tracer("mcp-python-sdk")
     try:
         yield _Recording()
     finally:
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE, sdk_otel._tracer = saved
+
+
+@contextmanager
+def installed() -> Iterator[_Recording]:
+    with fresh_tracing() as provider:
+        trace.set_tracer_provider(provider)
+        yield provider
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Recording]:
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    with fresh_tracing() as recording:
+        yield recording
 
 
 async def test_front_requests_get_spans_once_a_tracer_provider_is_installed(provider: _Recording) -> None:
@@ -78,3 +91,19 @@ async def test_front_requests_get_spans_once_a_tracer_provider_is_installed(prov
     assert not result.is_error
     assert entered == ["tools/call"]
     assert ("tools/call one__echo", SpanKind.SERVER) in provider.spans
+
+
+async def test_a_lane_call_gets_its_client_span() -> None:
+    """A 2026-07-28 call on the lane (`backends/lane.py`) is sent without the SDK's dispatcher, which made the client
+    span of every backend request: the lane makes it itself, while a provider is installed."""
+    backend = HttpBackend("--name", "remote")
+    try:
+        config = make_config({"id": "remote", "type": "http", "url": backend.url})
+        async with serve_master(config) as (master, url), Client(url, mode="2026-07-28") as client:
+            await client.call_tool("remote__echo", {"text": "opens the lane"})
+            await wait_until(lambda: master.pool.get("remote").has_lane)
+            with installed() as provider:
+                assert not (await client.call_tool("remote__echo", {"text": "traced"})).is_error
+    finally:
+        backend.stop()
+    assert ("MCP send tools/call echo", SpanKind.CLIENT) in provider.spans
