@@ -194,7 +194,6 @@ class BackendConnection:
         self._lane = (
             Lane(
                 server,
-                base_dir,
                 auth,
                 connect_timeout=self._connect_timeout,
                 client_info=_CLIENT_INFO,

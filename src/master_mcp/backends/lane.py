@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from contextvars import Context
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, TypeGuard, TypeVar, cast
 
 import anyio
@@ -194,7 +193,6 @@ class Lane:
     def __init__(
         self,
         server: ServerConfig,
-        base_dir: Path,
         auth: httpx2.Auth | None,
         *,
         connect_timeout: float,
@@ -207,7 +205,6 @@ class Lane:
         watched: Callable[[], list[str]],
     ) -> None:
         self._server = server
-        self._base_dir = base_dir
         self._auth = auth
         self._connect_timeout = connect_timeout
         self._client_info = client_info
