@@ -98,7 +98,11 @@ if __name__ == "__main__":
     parser.add_argument("--garbage", action="store_true")
     parser.add_argument("--exit-at-start", type=int)
     parser.add_argument("--slow-start", type=float, help="seconds to wait before reading stdin (a slow import)")
+    parser.add_argument("--launches", help="a file that gets one line each time this server is launched")
     args = parser.parse_args()
+    if args.launches:
+        with open(args.launches, "a") as launches:
+            launches.write("launched\n")
     if args.slow_start:
         import time
 

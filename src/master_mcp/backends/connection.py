@@ -6,6 +6,7 @@ entered and left by the same task) and brings it back with backoff when it drops
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -77,10 +78,11 @@ _MAX_PAGES: Final = 1000
 _REFRESH_DEBOUNCE_S: Final = 0.05
 _BACKOFF_START_S: Final = 0.5
 _BACKOFF_MAX_S: Final = 30.0
-# A connect that timed out is given twice as long next time, up to this many times `connect_timeout_s`: a backend
-# that is slow to start (twenty children importing the SDK at once on a slow machine took 17 s against the default
-# 15 s) would otherwise be killed and restarted on every attempt, never up and each restart as slow as the last.
-_MAX_PATIENCE: Final = 4
+# A shared backend not up within `connect_timeout_s` is reported down, and its connect goes on for up to this many
+# times that before it is abandoned: a backend slow to start (twenty children importing the SDK at once on a slow
+# machine took 17 s against the default 15 s) would otherwise be killed and started again, which costs its start-up
+# again, and all of them at once, the same crowd again.
+_PATIENCE: Final = 4
 _CLIENT_INFO: Final = types.Implementation(name="master-mcp", version=VERSION)
 _LIST_CHANGED = (
     types.ToolListChangedNotification,
@@ -179,7 +181,6 @@ class BackendConnection:
         self.last_used = time.monotonic()
         self._base_dir = base_dir
         self._connect_timeout = server.connect_timeout_s or connect_timeout
-        self._patience = 1  # the next connect's time, in connect timeouts
         self._on_listing = on_listing
         self._auth = auth
         self.state = BackendState.PENDING if server.enabled else BackendState.DISABLED
@@ -379,13 +380,11 @@ class BackendConnection:
             except Exception as exc:
                 error = describe(exc)
                 if timed_out(exc) and self.connects == connects:
-                    self._patience = min(self._patience * 2, _MAX_PATIENCE)
-                    error = f"{error} (next attempt waits {self._connect_timeout * self._patience:g}s)"
+                    error = f"not up within {self._connect_within():g}s"
             if self._stderr_tail and self.server.type == "stdio":
                 error = f"{error} (its last line on stderr: {self._stderr_tail[-1]})"
             if self.connects > connects:
                 backoff = _BACKOFF_START_S  # it was up, so this is a fresh failure
-                self._patience = 1
             self._mark_down(error)
             self.first_attempt.set()
             if not self._reconnect:
@@ -422,12 +421,16 @@ class BackendConnection:
                     **self._callbacks(),
                 )
             )
-            with anyio.fail_after(self._connect_timeout * self._patience):
-                init = await session.initialize()
-                self.capabilities = init.capabilities
-                self.server_info = init.server_info
-                self._session = _Live(dispatcher, init.protocol_version)
-                listing = await self._discover()
+            slow = asyncio.get_running_loop().call_later(self._connect_timeout, self._still_connecting)
+            try:
+                with anyio.fail_after(self._connect_within()):
+                    init = await session.initialize()
+                    self.capabilities = init.capabilities
+                    self.server_info = init.server_info
+                    self._session = _Live(dispatcher, init.protocol_version)
+                    listing = await self._discover()
+            finally:
+                slow.cancel()
             self.restarts += 1 if self.connects else 0
             self.connects += 1
             self.last_error = None
@@ -451,6 +454,22 @@ class BackendConnection:
                 tg.cancel_scope.cancel()
             # Closing the transport can take a moment (a child is given time to exit); calls must not wait on it.
             self._mark_down("connection closed")
+
+    def _connect_within(self) -> float:
+        # A connection opened for a caller (reconnect=False) has that caller waiting on it: no grace.
+        return self._connect_timeout * (_PATIENCE if self._reconnect else 1)
+
+    def _still_connecting(self) -> None:
+        """Past `connect_timeout_s`: the backend is reported down (start-up goes on, /readyz says why) while its
+        connect goes on. The session being set up is left alone: discovery may be using it."""
+        if not self._reconnect or self._stopping or self.state not in (BackendState.CONNECTING, BackendState.DOWN):
+            return  # a crash loop keeps saying so
+        self.last_error = f"not up after {self._connect_timeout:g}s; still waiting (up to {self._connect_within():g}s)"
+        if self.state is BackendState.CONNECTING:
+            self.state = BackendState.DOWN
+            self._on_listing(self.server_id, None)
+        logger.warning("server %s is down: %s", self.server_id, self.last_error)
+        self.first_attempt.set()
 
     async def _discover(self) -> Listing:
         caps = self.capabilities or types.ServerCapabilities()
