@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import mcp_types as types
 import pytest
 import uvicorn
 import yaml
+from hypothesis import settings
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -31,6 +33,10 @@ TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 FIXTURE = str(TESTS / "backends" / "fixture_server.py")
 PAGED = str(TESTS / "backends" / "paged_server.py")
+
+# Hypothesis fails an example that takes over 200 ms: on a loaded machine that says nothing about the code.
+settings.register_profile("master-mcp", deadline=None)
+settings.load_profile("master-mcp")
 
 
 @pytest.fixture
@@ -216,6 +222,17 @@ def text(result: types.CallToolResult) -> str:
     block = result.content[0]
     assert isinstance(block, types.TextContent)
     return block.text
+
+
+async def backend_counted(client: Client, tool: str, key: str) -> None:
+    """Wait until a fixture backend's own count of `key` is above 0: its `request_counts` tool (`tool`, as the
+    client names it), polled over MCP for at most 10 s."""
+    with anyio.fail_after(10):
+        while True:
+            counts = json.loads(text(await client.call_tool(tool, {})))
+            if int(counts.get(key, 0)) > 0:
+                return
+            await anyio.sleep(0.05)
 
 
 def client_with(url: str, token: str) -> Client:

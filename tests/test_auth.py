@@ -331,10 +331,12 @@ async def test_missing_unknown_and_replayed_state(flow: tuple[MasterServer, str,
 async def test_expired_state(flow: tuple[MasterServer, str, Client]) -> None:
     master, _, client = flow
     assert master.auth.flows is not None
-    master.auth.flows.store = MemoryFlowStore(ttl_s=0.2)
+    store = master.auth.flows.store = MemoryFlowStore()
     async with httpx2.AsyncClient() as browser:
         link = await start(client)
         callback = await until_callback(browser, link)
+        # Shortened only now (read when the state is checked): the steps before must not race a short life.
+        store._ttl = 0.2
         await anyio.sleep(0.4)
         assert "expired" in error_text(await browser.get(callback, follow_redirects=True))
 

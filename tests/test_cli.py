@@ -15,7 +15,15 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import ROOT, free_port, processes_with, stdio_server, wait_for_port, write_config
+from tests.conftest import (
+    ROOT,
+    backend_counted,
+    free_port,
+    processes_with,
+    stdio_server,
+    wait_for_port,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -236,7 +244,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_leaves_no_child(tmp_pa
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                await anyio.sleep(0.3)
+                await backend_counted(client, "one__request_counts", "sleeping")  # SIGTERM once it is there
                 process.terminate()
         assert results == ["slept 1.0"]
     finally:

@@ -446,7 +446,7 @@ async def test_silent_calls_started_at_different_times_each_get_their_stream(
             tg.start_soon(slow, 52)
     # Both streams opened long before their answers (2 s), each about `open_after_s` after its own start.
     assert set(opened) == {51, 52}
-    assert all(at - started < 1.5 for at in opened.values())
+    assert all(at - started < 1.9 for at in opened.values())
 
 
 async def test_sse_and_local_backends(http_backend: HttpBackend) -> None:
@@ -521,12 +521,13 @@ async def test_metrics_count_what_happened(config: Any) -> None:
 
 async def test_circuit_breaker_opens_fails_fast_and_recovers() -> None:
     breaker = {"circuit_breaker": {"failure_threshold": 2, "recovery_timeout_s": 1}}
-    config = make_config(stdio_server("flaky", timeout_s=0.3)).model_copy(
+    # timeout_s bounds discovery and the recovering call too: long enough for a loaded machine.
+    config = make_config(stdio_server("flaky", timeout_s=2)).model_copy(
         update={"routing": make_config().routing.model_validate(breaker)}
     )
     async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
         for _ in range(2):
-            assert (await client.call_tool("flaky__slow", {"seconds": 5})).is_error
+            assert (await client.call_tool("flaky__slow", {"seconds": 10})).is_error
         refused = await client.call_tool("flaky__echo", {"text": "now?"})
         assert refused.is_error and "is not being called for now: 2 failures in a row" in text(refused)
         assert master.readiness()[1][0]["breaker"] == "open"

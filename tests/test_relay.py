@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from tests.conftest import (
     TESTS,
     HttpBackend,
     ServerProcess,
+    backend_counted,
     free_port,
     make_config,
     serve_master,
@@ -153,13 +155,16 @@ async def test_a_session_opened_after_set_level_logs_at_that_level(backend: dict
 
 
 async def a_cancellation_reaches_the_backend(client: Client) -> None:
-    """Wait until the backend has counted a call cancelled: its own count, polled over MCP, for at most 10 s."""
-    with anyio.fail_after(10):
-        while True:
-            counts = json.loads(text(await client.call_tool("live__request_counts", {})))
-            if int(counts.get("cancelled", 0)) > 0:
-                return
-            await anyio.sleep(0.05)
+    await backend_counted(client, "live__request_counts", "cancelled")
+
+
+async def cancel_once_sleeping(client: Client) -> None:
+    """Call `slow` and cancel the call once the backend is running it (a cancel that came sooner would find no
+    call to cancel there: not what these tests are about)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(client.call_tool, "live__slow", {"seconds": 30}))
+        await backend_counted(client, "live__request_counts", "sleeping")
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
@@ -167,8 +172,7 @@ async def test_cancellation_reaches_the_backend(backend: dict[str, Any], era: st
     """A handshake-era client cancels with `notifications/cancelled`; a 2026-07-28 client by closing its request
     (the master answers that call as plain JSON: nothing else can come back)."""
     async with serve_master(make_config(backend)) as (_, url), Client(url, mode=era) as client:
-        with anyio.move_on_after(0.5):
-            await client.call_tool("live__slow", {"seconds": 30})
+        await cancel_once_sleeping(client)
         await a_cancellation_reaches_the_backend(client)
 
 
@@ -181,8 +185,7 @@ async def test_a_2026_call_abandoned_before_it_is_watched_is_cancelled_too(
     monkeypatch.setattr(front_http, "_WATCH_AFTER_S", 2.0)
     async with serve_master(make_config(backend)) as (_, url), Client(url, mode="2026-07-28") as client:
         assert text(await client.call_tool("live__echo", {"text": "warm"})) == "warm"  # the path is up
-        with anyio.move_on_after(0.5):  # well before the watch begins
-            await client.call_tool("live__slow", {"seconds": 30})
+        await cancel_once_sleeping(client)  # well before the watch begins
         await a_cancellation_reaches_the_backend(client)
 
 

@@ -107,6 +107,7 @@ def fail(reason: str = "requested") -> str:
 
 @mcp.tool(description="Sleep, then answer.")
 async def slow(seconds: float) -> str:
+    COUNTS["sleeping"] += 1  # a client waits for this before it cancels: the cancel must find the call here
     try:
         await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
