@@ -462,12 +462,11 @@ class BackendConnection:
     def _still_connecting(self) -> None:
         """Past `connect_timeout_s`: the backend is reported down (start-up goes on, /readyz says why) while its
         connect goes on. The session being set up is left alone: discovery may be using it."""
-        if not self._reconnect or self._stopping or self.state not in (BackendState.CONNECTING, BackendState.DOWN):
-            return  # a crash loop keeps saying so
+        if not self._reconnect or self._stopping or self.state is not BackendState.CONNECTING:
+            return  # a retry keeps saying why the attempt before it failed
         self.last_error = f"not up after {self._connect_timeout:g}s; still waiting (up to {self._connect_within():g}s)"
-        if self.state is BackendState.CONNECTING:
-            self.state = BackendState.DOWN
-            self._on_listing(self.server_id, None)
+        self.state = BackendState.DOWN
+        self._on_listing(self.server_id, None)
         logger.warning("server %s is down: %s", self.server_id, self.last_error)
         self.first_attempt.set()
 
