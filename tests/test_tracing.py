@@ -14,7 +14,16 @@ import pytest
 from mcp import Client
 from mcp.shared import _otel as sdk_otel
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.util._once import Once
 
 from master_mcp.tracing import SpansWhenCollected
@@ -24,23 +33,39 @@ pytestmark = pytest.mark.anyio
 
 
 class _Recording(TracerProvider, Tracer):
-    """A tracer provider that is its own tracer, and keeps the name and kind of every span started."""
+    """A tracer provider that is its own tracer, and keeps the name and kind of every span started, and the error
+    status set on any."""
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, SpanKind]] = []
+        self.failed: dict[str, str | None] = {}
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
         return self
 
     def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, **kwargs: Any) -> Span:
         self.spans.append((name, kind))
-        return INVALID_SPAN
+        return _Span(self, name)
 
     @contextmanager
     def start_as_current_span(
         self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, **kwargs: Any
     ) -> Iterator[Span]:
         yield self.start_span(name, context, kind)
+
+
+class _Span(NonRecordingSpan):
+    """A span that records nothing but the error status set on it, into its provider."""
+
+    def __init__(self, provider: _Recording, name: str) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
+        self._provider = provider
+        self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        code = status.status_code if isinstance(status, Status) else status
+        if code is StatusCode.ERROR:
+            self._provider.failed[self._name] = description
 
 
 @contextmanager
@@ -107,3 +132,15 @@ async def test_a_lane_call_gets_its_client_span() -> None:
     finally:
         backend.stop()
     assert ("MCP send tools/call echo", SpanKind.CLIENT) in provider.spans
+
+
+async def test_a_backend_call_gets_its_client_span_and_its_error() -> None:
+    """The master sends its backend requests itself (`backends/watched.py`), no longer through the SDK's dispatcher,
+    which made the client span of each: it makes them, and marks one that timed out failed."""
+    async with serve_master(make_config(stdio_server("one", timeout_s=2))) as (_, url), Client(url) as client:
+        with installed() as provider:
+            assert not (await client.call_tool("one__echo", {"text": "traced"})).is_error
+            assert (await client.call_tool("one__slow", {"seconds": 10})).is_error
+    assert ("MCP send tools/call echo", SpanKind.CLIENT) in provider.spans
+    assert provider.failed.get("MCP send tools/call slow") == "Request 'tools/call' timed out"
+    assert "MCP send tools/call echo" not in provider.failed

@@ -18,7 +18,7 @@ from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared._otel import inject_trace_context, otel_span
-from opentelemetry.trace import ProxyTracerProvider, SpanKind, get_tracer_provider
+from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, StatusCode, get_tracer_provider
 
 
 class SpansWhenCollected:
@@ -46,13 +46,22 @@ def spans_when_collected(server: Server[Any]) -> None:
 
 
 @contextmanager
-def backend_span(method: str, target: object, meta: dict[str, Any]) -> Iterator[None]:
-    """The client span of a backend request the SDK's dispatcher does not send (it makes its own), with the trace
-    context passed on in `meta`, as the dispatcher does; nothing while no tracer provider is installed."""
+def backend_span(method: str, target: object, meta: dict[str, Any], request_id: object) -> Iterator[Span | None]:
+    """The client span of a backend request the master sends itself (the SDK's dispatcher made it for the
+    requests it sent), with the trace context passed on in `meta`, as the dispatcher does; None while no tracer
+    provider is installed."""
     if isinstance(get_tracer_provider(), ProxyTracerProvider):
-        yield
+        yield None
         return
     name = f"MCP send {method}{f' {target}' if isinstance(target, str) else ''}"
-    with otel_span(name, kind=SpanKind.CLIENT, attributes={"mcp.method.name": method}):
+    attributes = {"mcp.method.name": method, "jsonrpc.request.id": str(request_id)}
+    with otel_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
         inject_trace_context(meta)
-        yield
+        yield span
+
+
+def backend_error(span: Span | None, code: int, message: str) -> None:
+    """Mark a backend request's span with the error it was answered with (or its own timeout), as the SDK does."""
+    if span is not None:
+        span.set_attributes({"error.type": str(code), "rpc.response.status_code": str(code)})
+        span.set_status(StatusCode.ERROR, message)

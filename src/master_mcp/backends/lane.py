@@ -51,7 +51,7 @@ from master_mcp.backends.streamable import Sessionless, streamable_http
 from master_mcp.backends.watched import CALLER, WatchedDispatcher
 from master_mcp.config.models import ServerConfig
 from master_mcp.lines import MAX_MESSAGE_BYTES
-from master_mcp.tracing import backend_span
+from master_mcp.tracing import backend_error, backend_span
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,14 @@ class LaneCalls:
         scope = anyio.CancelScope()
         self._running.add(scope)
         try:
-            with scope, anyio.fail_after(timeout), backend_span(method, params.get("name"), meta):
+            with (
+                scope,
+                anyio.fail_after(timeout),
+                backend_span(method, params.get("name"), meta, request_id) as span,
+            ):
                 await self._calls.request(request_id, method, params, headers, take, repeatable=repeatable)
+                if answers and isinstance(answers[0], JSONRPCError):
+                    backend_error(span, answers[0].error.code, answers[0].error.message)
         except TimeoutError:
             raise MCPError(types.REQUEST_TIMEOUT, f"no answer within {timeout}s") from None
         except Exception as exc:  # the credential flow's own failures, say: this call's, told as the backend's
