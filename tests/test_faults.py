@@ -371,6 +371,24 @@ async def test_http_backend_failures_are_clear_errors_and_cost_no_other_call(fau
         assert status == 200 and rows["shaky"]["state"] == "up"
 
 
+async def test_http_server_failures_count_against_the_breaker(faulty_http: FaultyHttp) -> None:
+    """An HTTP 500 with no JSON-RPC error in it is the backend failing rather than answering: its callers hear so,
+    naming the server and the status, and `failure_threshold` of them in a row open its circuit breaker."""
+    breaker = {"circuit_breaker": {"failure_threshold": 2, "recovery_timeout_s": 60}}
+    config = make_config({"id": "shaky", "type": "http", "url": faulty_http.url})
+    config = config.model_copy(update={"routing": config.routing.model_validate(breaker)})
+    async with serve_master(config) as (master, url), Client(url, mode="legacy") as client:
+        assert await outcome(client, "shaky__echo", {"text": "up"}) == ("ok", "up")
+        for _ in range(2):
+            assert await outcome(client, "shaky__http_500", {}) == (
+                "error",
+                "server 'shaky' failed tools/call with HTTP 500",
+            )
+        kind, refused = await outcome(client, "shaky__echo", {"text": "now?"})
+        assert kind == "error" and "is not being called for now: 2 failures in a row" in refused
+        assert master.readiness()[1][0]["breaker"] == "open"
+
+
 async def test_a_request_whose_connection_breaks_costs_that_request_alone(faulty_http: FaultyHttp) -> None:
     """An answer cut short as its connection closes (a backend closing a reused connection, a proxy): the request
     is lost, the backend session is not. It is not sent again, even a read: the backend had begun to answer, so it

@@ -29,7 +29,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
-from master_mcp.backends.failures import describe, timed_out
+from master_mcp.backends.failures import describe, failed_with, timed_out
 from master_mcp.backends.http_wire import REPEATABLE
 from master_mcp.backends.lane import Lane, LaneCalls
 from master_mcp.backends.listing import Listing
@@ -343,8 +343,12 @@ class BackendConnection:
                 # stream cut short, and the other calls on the session are fine. A session that is really gone ends
                 # its dispatcher, which the supervisor watches.
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
-            # The backend's error (or one its transport made up: HTTP 500, a body that is not JSON) reaches the
-            # front client, which must be able to tell which server said it; code and data pass unchanged.
+            if (status := failed_with(exc.error.data)) is not None:
+                # An HTTP server failure with no JSON-RPC error in it (a proxy's 502, an overloaded 503): the backend
+                # is failing rather than answering, which its circuit breaker counts.
+                raise BackendUnavailable(f"server {self.server_id!r} failed {method} with HTTP {status}") from None
+            # The backend's error (or one its transport made up: a 4xx, a body that is not JSON) reaches the front
+            # client, which must be able to tell which server said it; code and data pass unchanged.
             if owner is not None:
                 await dispatcher.log_lines_relayed(owner)
             raise MCPError(exc.code, f"server {self.server_id!r}: {exc.message}", exc.error.data) from None

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import httpx2
 from mcp.shared.exceptions import MCPError
+
+# The `data` key of an error the master's transports make for an HTTP failure with no JSON-RPC error in its body
+# (a 502 from a proxy, a 503 from an overloaded server): the backend is failing, not answering, and the request
+# path counts it against the backend's circuit breaker.
+_HTTP_FAILURE: Final = "master-mcp/httpStatus"
+
+
+def http_failure(status: int) -> dict[str, Any] | None:
+    """The `data` of the error that stands for an HTTP answer with this status: marked when it is a server failure."""
+    return {_HTTP_FAILURE: status} if status >= 500 else None
+
+
+def failed_with(data: object) -> int | None:
+    """The HTTP status of a server failure `http_failure` marked; None for any other error."""
+    status = data.get(_HTTP_FAILURE) if isinstance(data, dict) else None
+    return status if isinstance(status, int) else None
 
 
 def timed_out(exc: BaseException) -> bool:
