@@ -122,3 +122,29 @@ async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last
             await reply.finish()
     assert reply.status == 502
     assert [row["up"] for row in instances.status()] == [False, False]
+
+
+async def test_an_instance_that_answers_500_is_marked_down_and_the_request_not_sent_again() -> None:
+    """A 500 comes from the instance itself, which got the request (it may have carried it out): the answer goes to
+    the caller, and the instance is skipped for a while, so `health` sends the next request to the next one."""
+    served: dict[str, int] = {"broken": 0, "fine": 0}
+
+    async def broken(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        served["broken"] += 1
+        return b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+
+    async def fine(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        served["fine"] += 1
+        return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+
+    async with scripted(broken) as a, scripted(fine) as b:
+        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
+        instances = Instances("lb", urls, "health")
+        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
+            first = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await first.finish()
+            assert (first.status, served) == (500, {"broken": 1, "fine": 0})
+            second = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            await second.finish()
+    assert (second.status, served) == (202, {"broken": 1, "fine": 1})
+    assert [row["up"] for row in instances.status()] == [False, True]

@@ -387,6 +387,12 @@ async def test_http_server_failures_count_against_the_breaker(faulty_http: Fault
         kind, refused = await outcome(client, "shaky__echo", {"text": "now?"})
         assert kind == "error" and "is not being called for now: 2 failures in a row" in refused
         assert master.readiness()[1][0]["breaker"] == "open"
+        master.pool.get("shaky").breaker._opened_at -= 61  # type: ignore[union-attr]  # as if the pause had passed
+        # The trial call gets an error, but one the backend answered with (a body that is not JSON-RPC): it is
+        # there, and the breaker closes rather than waiting half-open for ever.
+        assert_clear_error(await outcome(client, "shaky__bad_json", {}), "shaky")
+        assert master.readiness()[1][0]["breaker"] == "closed"
+        assert await outcome(client, "shaky__echo", {"text": "back"}) == ("ok", "back")
 
 
 async def test_a_request_whose_connection_breaks_costs_that_request_alone(faulty_http: FaultyHttp) -> None:

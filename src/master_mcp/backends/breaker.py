@@ -27,8 +27,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trials = 0
 
-    def check(self) -> None:
-        """Raise `CircuitOpen` when a call must not be tried now; otherwise let it through (counting trials)."""
+    def check(self) -> bool:
+        """Raise `CircuitOpen` when a call must not be tried now; otherwise let it through, and say whether it is a
+        trial call (one of `half_open_max_calls`: it must end in `record`, or give its place back with `release`)."""
         if self.state is BreakerState.OPEN:
             waited = time.monotonic() - self._opened_at
             if waited < self._settings.recovery_timeout_s:
@@ -39,6 +40,13 @@ class CircuitBreaker:
             if self._trials >= self._settings.half_open_max_calls:
                 raise CircuitOpen("trial calls are under way")
             self._trials += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        """A trial call ended telling nothing of the backend (it was cancelled): its place goes to the next call."""
+        if self.state is BreakerState.HALF_OPEN and self._trials > 0:
+            self._trials -= 1
 
     def record(self, *, ok: bool) -> None:
         if ok:

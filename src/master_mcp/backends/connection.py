@@ -29,7 +29,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.breaker import CircuitBreaker, CircuitOpen
-from master_mcp.backends.failures import describe, failed_with, timed_out
+from master_mcp.backends.failures import HttpFailure, describe, timed_out
 from master_mcp.backends.http_wire import REPEATABLE
 from master_mcp.backends.lane import Lane, LaneCalls
 from master_mcp.backends.listing import Listing
@@ -231,19 +231,25 @@ class BackendConnection:
         lane where there is one (see `backends/lane.py`), with these `_meta` entries of the front client's.
         """
         breaker = self.breaker
-        if breaker is not None:
-            try:
-                breaker.check()
-            except CircuitOpen as exc:
-                raise BackendUnavailable(f"server {self.server_id!r} is not being called for now: {exc}") from None
+        if breaker is None:
+            return await self._retrying(method, params, timeout_s, progress, owner, idempotent, lane)
+        try:
+            trial = breaker.check()
+        except CircuitOpen as exc:
+            raise BackendUnavailable(f"server {self.server_id!r} is not being called for now: {exc}") from None
         try:
             result = await self._retrying(method, params, timeout_s, progress, owner, idempotent, lane)
         except BackendUnavailable:
-            if breaker is not None:
-                breaker.record(ok=False)
+            breaker.record(ok=False)
             raise
-        if breaker is not None:
-            breaker.record(ok=True)
+        except MCPError:
+            breaker.record(ok=True)  # an error the backend answered with: it is there
+            raise
+        except BaseException:
+            if trial:
+                breaker.release()  # a trial that told nothing (its caller went away): another may try
+            raise
+        breaker.record(ok=True)
         return result
 
     async def _retrying(
@@ -343,10 +349,12 @@ class BackendConnection:
                 # stream cut short, and the other calls on the session are fine. A session that is really gone ends
                 # its dispatcher, which the supervisor watches.
                 raise BackendUnavailable(f"server {self.server_id!r} closed the connection during {method}") from None
-            if (status := failed_with(exc.error.data)) is not None:
+            if isinstance(failure := exc.error.data, HttpFailure):
                 # An HTTP server failure with no JSON-RPC error in it (a proxy's 502, an overloaded 503): the backend
                 # is failing rather than answering, which its circuit breaker counts.
-                raise BackendUnavailable(f"server {self.server_id!r} failed {method} with HTTP {status}") from None
+                raise BackendUnavailable(
+                    f"server {self.server_id!r} failed {method} with HTTP {failure.status}"
+                ) from None
             # The backend's error (or one its transport made up: a 4xx, a body that is not JSON) reaches the front
             # client, which must be able to tell which server said it; code and data pass unchanged.
             if owner is not None:

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 import httpx2
 from mcp.shared.exceptions import MCPError
 
-# The `data` key of an error the master's transports make for an HTTP failure with no JSON-RPC error in its body
-# (a 502 from a proxy, a 503 from an overloaded server): the backend is failing, not answering, and the request
-# path counts it against the backend's circuit breaker.
-_HTTP_FAILURE: Final = "master-mcp/httpStatus"
+# Statuses that say a server is failing (a proxy's 502, an overloaded 503) rather than refusing a request (501, 505).
+_FAILING: Final = frozenset({500, 502, 503, 504})
 
 
-def http_failure(status: int) -> dict[str, Any] | None:
-    """The `data` of the error that stands for an HTTP answer with this status: marked when it is a server failure."""
-    return {_HTTP_FAILURE: status} if status >= 500 else None
+@dataclass(frozen=True, slots=True)
+class HttpFailure:
+    """The `data` of an error a transport of the master's made for an HTTP server failure with no JSON-RPC error in
+    its body: the backend is failing rather than answering, and the request path counts that against its circuit
+    breaker. An object, not JSON: no backend can send one (errors stay in the process until the request path
+    replaces this one with its own)."""
+
+    status: int
 
 
-def failed_with(data: object) -> int | None:
-    """The HTTP status of a server failure `http_failure` marked; None for any other error."""
-    status = data.get(_HTTP_FAILURE) if isinstance(data, dict) else None
-    return status if isinstance(status, int) else None
+def http_failure(status: int) -> HttpFailure | None:
+    """The `data` of the error that stands for an HTTP answer with this status, when it is a server failure."""
+    return HttpFailure(status) if status in _FAILING else None
 
 
 def timed_out(exc: BaseException) -> bool:

@@ -282,6 +282,8 @@ class HttpWire:
                 if attempt + 1 < len(candidates):
                     await reply.finish()
                     continue
+            elif reply.status >= 500:
+                instances.failed(index, f"HTTP {reply.status}")  # it got the request: not sent to another
             else:
                 instances.succeeded(index)
             if (issued := reply.headers.get("mcp-session-id")) is not None:
