@@ -7,6 +7,7 @@ from typing import Final
 
 import httpx2
 from mcp.shared.exceptions import MCPError
+from mcp_types import ErrorData
 
 # Statuses that say a server is failing (a proxy's 502, an overloaded 503) rather than refusing a request (501, 505).
 _FAILING: Final = frozenset({500, 502, 503, 504})
@@ -22,9 +23,12 @@ class HttpFailure:
     status: int
 
 
-def http_failure(status: int) -> HttpFailure | None:
-    """The `data` of the error that stands for an HTTP answer with this status, when it is a server failure."""
-    return HttpFailure(status) if status in _FAILING else None
+def made_up(code: int, message: str, status: int | None = None) -> ErrorData:
+    """The error a transport answers a request with when the backend's answer is not one it can pass on; marked
+    `HttpFailure` when it stands for an HTTP `status` that is a server failure."""
+    if status in _FAILING:
+        return ErrorData(code=code, message=message, data=HttpFailure(status))
+    return ErrorData(code=code, message=message)
 
 
 def timed_out(exc: BaseException) -> bool:

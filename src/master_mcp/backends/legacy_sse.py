@@ -40,7 +40,7 @@ from mcp_types import (
 from pydantic import ValidationError
 from yarl import URL
 
-from master_mcp.backends.failures import http_failure
+from master_mcp.backends.failures import made_up
 from master_mcp.backends.http_wire import REPEATABLE, UNREACHABLE, HttpWire, Reply
 from master_mcp.backends.sse_events import Event, EventParser
 
@@ -186,11 +186,7 @@ class _Link:
         if reply.status == 404:
             raise httpx2.RemoteProtocolError("the backend no longer knows the session (HTTP 404)")
         if reply.status >= 300:
-            message = f"the backend refused the message: HTTP {reply.status}"
-            failure = http_failure(reply.status)
-            if failure is None:
-                return ErrorData(code=INTERNAL_ERROR, message=message)
-            return ErrorData(code=INTERNAL_ERROR, message=message, data=failure)
+            return made_up(INTERNAL_ERROR, f"the backend refused the message: HTTP {reply.status}", reply.status)
         return None
 
     async def _deliver(self, message: SessionMessage) -> None:

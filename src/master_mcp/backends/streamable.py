@@ -35,7 +35,6 @@ from mcp_types import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
-    ErrorData,
     JSONRPCError,
     JSONRPCNotification,
     JSONRPCRequest,
@@ -48,7 +47,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from yarl import URL
 
-from master_mcp.backends.failures import http_failure
+from master_mcp.backends.failures import made_up
 from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, AnswerBrokeOff, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
@@ -288,7 +287,7 @@ class _Link:
                 if self.session_id is None:
                     return _error(message.id, METHOD_NOT_FOUND, "Not Found")
                 return _error(message.id, INVALID_REQUEST, "Session terminated")
-            return _error(message.id, INTERNAL_ERROR, f"HTTP {status} from the server", http_failure(status))
+            return _error(message.id, INTERNAL_ERROR, f"HTTP {status} from the server", status)
         if message.method == "initialize" and (issued := reply.headers.get(_SESSION)):
             self.session_id = issued
         if reply.content_type.startswith("application/json"):
@@ -405,9 +404,8 @@ class _Link:
                 logger.debug("could not end the backend session: %s", type(exc).__name__)
 
 
-def _error(request_id: RequestId, code: int, message: str, data: object = None) -> JSONRPCError:
-    error = ErrorData(code=code, message=message) if data is None else ErrorData(code=code, message=message, data=data)
-    return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+def _error(request_id: RequestId, code: int, message: str, status: int | None = None) -> JSONRPCError:
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=made_up(code, message, status))
 
 
 def _broke(what: str, exc: Exception) -> str:
