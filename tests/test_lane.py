@@ -272,11 +272,12 @@ async def test_the_lane_comes_back_when_its_backend_restarts() -> None:
 
 
 async def test_a_lane_call_times_out_and_fails_as_a_session_call_would(backend: HttpBackend) -> None:
-    server = {"id": "remote", "type": "http", "url": backend.url, "timeout_s": 1}
+    # timeout_s bounds the start-up listing too: long enough for a loaded machine.
+    server = {"id": "remote", "type": "http", "url": backend.url, "timeout_s": 2}
     async with serve_master(make_config(server)) as (master, url), Client(url, mode="2026-07-28") as modern:
         await on_the_lane(master, modern, "remote__show_meta")
-        slow = await modern.call_tool("remote__slow", {"seconds": 3})
-        assert slow.is_error and text(slow) == "server 'remote' did not answer tools/call within 1s"
+        slow = await modern.call_tool("remote__slow", {"seconds": 5})
+        assert slow.is_error and text(slow) == "server 'remote' did not answer tools/call within 2s"
         failed = await modern.call_tool("remote__fail", {"reason": "on purpose"})
         assert failed.is_error and "on purpose" in text(failed)
         assert text(await modern.call_tool("remote__echo", {"text": "still here"})) == "still here"

@@ -14,7 +14,7 @@ import anyio.lowlevel
 import mcp_types as types
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
-from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT, JSONRPCDispatcher
 from mcp.shared.message import ClientMessageMetadata
 from mcp_types import JSONRPCRequest, RequestId
 
@@ -30,8 +30,6 @@ RECEIVED_FOR: ContextVar[object | None] = ContextVar("master_mcp_received_for", 
 # How long a call's answer waits for the log lines received before it to be relayed (only a front client that
 # reads nothing of its own stream makes that take long, and its answer would wait behind them anyway).
 _LOG_LINES_WITHIN_S: Final = 2.0
-# How long the courtesy `notifications/cancelled` of an abandoned request may take to be written (as the SDK's).
-_CANCEL_WRITE_S: Final = 5.0
 # What a request's answer is when its time ran out (no peer can send this object).
 _EXPIRED: Final = types.ErrorData(code=types.REQUEST_TIMEOUT, message="timed out")
 # Options only the SDK's own path handles (the master sends none of them).
@@ -155,7 +153,7 @@ class WatchedDispatcher(JSONRPCDispatcher[Any]):
         await self._final_write(
             partial(self._cancel_outbound, request_id, reason, None),
             shield=shield,
-            timeout=_CANCEL_WRITE_S,
+            timeout=_ABANDON_WRITE_TIMEOUT,  # the SDK's bound, so both paths give up alike
             describe=f"courtesy cancel of request {request_id!r}",
         )
 
