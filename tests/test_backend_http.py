@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 from hypothesis import given
@@ -30,9 +31,24 @@ from master_mcp.backends import legacy_sse
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
 from master_mcp.backends.transports import open_transport
+from master_mcp.backends.watched import WatchedDispatcher
 from tests.conftest import HttpBackend, make_config, text
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["master", "sdk"])
+def dispatcher(request: pytest.FixtureRequest) -> str:
+    """Whose dispatcher a transport-level test's session has: the master's, which makes a call in its caller's own
+    task (`SessionWrites.call`), or the SDK's, which writes it to the session's stream."""
+    return str(request.param)
+
+
+def session_over(read: Any, write: Any, dispatcher: str, **kwargs: Any) -> ClientSession:
+    if dispatcher == "master":
+        return ClientSession(dispatcher=WatchedDispatcher(read, write, lambda context: None), **kwargs)
+    return ClientSession(read, write, **kwargs)
+
 
 INIT = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[bytes]]
@@ -331,15 +347,15 @@ def _innermost(exc: BaseException) -> str:
     return str(exc)
 
 
-async def _call_through(port: int, path: str = "/mcp") -> str:
+async def _call_through(port: int, dispatcher: str, path: str = "/mcp") -> str:
     server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}{path}"}).servers[0]
-    async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+    async with open_transport(server, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
         with anyio.fail_after(10):
             await session.initialize()
             return text(await session.call_tool("echo", {"text": "x"}))
 
 
-async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_clear_error() -> None:
+async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_clear_error(dispatcher: str) -> None:
     paths: list[str] = []
 
     async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -352,16 +368,16 @@ async def test_a_redirect_within_the_origin_is_followed_and_one_elsewhere_is_a_c
         return _http("200 OK", {"content-type": "application/json"}, answer)
 
     async with scripted(backend_script(call)) as port:
-        assert await _call_through(port) == "ok"
+        assert await _call_through(port, dispatcher) == "ok"
         assert paths[-2:] == ["/mcp", "/mcp/"]
         with pytest.raises(Exception) as refused:
-            await _call_through(port, "/away")
+            await _call_through(port, dispatcher, "/away")
     message = _innermost(refused.value)
     assert "http://127.0.0.2:1/mcp" in message and "not followed" in message
     assert "SECRET" not in message and "PASSWORD" not in message
 
 
-async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it() -> None:
+async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it(dispatcher: str) -> None:
     resumed: list[str] = []
 
     async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -373,7 +389,7 @@ async def test_an_event_stream_cut_after_an_event_id_is_resumed_from_it() -> Non
         return _http("200 OK", sse, f"id: ev-2\ndata: {_tool_result(2, 'resumed')}\n\n".encode())
 
     async with scripted(backend_script(call)) as port:
-        assert await _call_through(port) == "resumed"
+        assert await _call_through(port, dispatcher) == "resumed"
     assert resumed == ["ev-1"]
 
 
@@ -457,7 +473,7 @@ async def test_a_proxy_named_by_the_environment_is_used_unless_no_proxy_excludes
 
 
 @pytest.mark.parametrize("kind", ["application/json", "text/event-stream"])
-async def test_an_answer_that_is_not_json_rpc_is_a_clear_error_for_that_call(kind: str) -> None:
+async def test_an_answer_that_is_not_json_rpc_is_a_clear_error_for_that_call(kind: str, dispatcher: str) -> None:
     async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         garbage = b'{"not": "json-rpc"}'
         answer = b"data: " + garbage + b"\n\n" if kind == "text/event-stream" else garbage
@@ -465,11 +481,11 @@ async def test_an_answer_that_is_not_json_rpc_is_a_clear_error_for_that_call(kin
 
     async with scripted(backend_script(call)) as port:
         with pytest.raises(Exception) as refused:
-            await _call_through(port)
+            await _call_through(port, dispatcher)
     assert "is not a JSON-RPC message" in _innermost(refused.value)
 
 
-async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs() -> None:
+async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs(dispatcher: str) -> None:
     """The session times a call out and tells the backend; a backend that never answers must not keep the POST
     (a connection and a task of the master) open until the read timeout."""
     hung = Held(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
@@ -480,12 +496,80 @@ async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs() 
 
     async with scripted(backend_script(call)) as port:
         config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
-        async with open_transport(config, Path(".")) as (read, write), ClientSession(read, write) as session:
+        async with open_transport(config, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
             with anyio.fail_after(10):
                 await session.initialize()
                 with pytest.raises(Exception, match=r"(?i)timed out"):
                     await session.call_tool("echo", {"text": "x"}, read_timeout_seconds=0.5)
                 await hung.closed.wait()
+
+
+async def test_a_call_goes_out_after_what_the_session_wrote_before_it(dispatcher: str) -> None:
+    """The first listing follows `notifications/initialized`, even when the backend takes a while over that
+    notification (a backend may add tools when it gets it): a call made in its caller's own task must not overtake
+    what was written to the session's stream before it."""
+    order: list[str] = []
+
+    async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        message = json.loads(body) if body else {}
+        if message.get("method") == "notifications/initialized":
+            await anyio.sleep(0.3)  # makes overtaking likely; nothing here waits for it to pass
+            order.append("initialized")
+        elif message.get("method") == "tools/list":
+            order.append("tools/list")
+        return await backend_script(_no_calls)(method, path, headers, body)
+
+    async with scripted(handler) as port:
+        config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        async with open_transport(config, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
+            with anyio.fail_after(10):
+                await session.initialize()
+                await session.list_tools()
+    assert order == ["initialized", "tools/list"]
+
+
+async def test_a_call_in_flight_ends_when_its_session_closes(dispatcher: str) -> None:
+    """A session that closes (retired after a reload, or its transport failed) ends the calls on it, and closes their
+    POSTs, before it tells the backend with a DELETE (which may take a while): even one whose backend never answers,
+    and one made in its caller's own task (a front request's, as the master makes them), which the session's own
+    tasks ending would not reach."""
+    hung = Held(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+    hung.closed = anyio.Event()
+    called = anyio.Event()
+    close = anyio.Event()
+    closed_before_delete: list[bool] = []
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        called.set()
+        return hung
+
+    async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if method == "DELETE":
+            with anyio.move_on_after(3):  # ample: the call's POST is closed within moments, or only after this
+                await hung.closed.wait()
+            closed_before_delete.append(hung.closed.is_set())
+        return await backend_script(call)(method, path, headers, body)
+
+    async def hold(port: int, *, task_status: anyio.abc.TaskStatus[ClientSession]) -> None:
+        config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        async with open_transport(config, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
+            await session.initialize()
+            task_status.started(session)
+            await close.wait()
+
+    async def caller(session: ClientSession) -> None:
+        with pytest.raises(MCPError) as failed:
+            await session.call_tool("echo", {"text": "x"})
+        assert failed.value.error.code == CONNECTION_CLOSED
+
+    async with scripted(handler) as port:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tasks:
+                session = await tasks.start(hold, port)
+                tasks.start_soon(caller, session)  # not one of the session's tasks, as a front request's is not
+                await called.wait()
+                close.set()
+    assert closed_before_delete == [True]
 
 
 @pytest.mark.parametrize(
@@ -499,7 +583,7 @@ async def test_a_call_given_up_on_closes_its_post_even_when_the_backend_hangs() 
         pytest.param(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-len", id="head-cut-short"),
     ],
 )
-async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes) -> None:
+async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes, dispatcher: str) -> None:
     """A connection that breaks under one request (the backend closed it as it was reused, a proxy cut the body)
     costs that request, not the session: the next call goes out on a new connection of the same session, and
     nothing is opened again. The scripted server closes the connection once `broken` is written."""
@@ -515,7 +599,7 @@ async def test_a_request_whose_connection_breaks_is_lost_alone(broken: bytes) ->
 
     async with scripted(backend_script(call)) as port:
         config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
-        async with open_transport(config, Path(".")) as (read, write), ClientSession(read, write) as session:
+        async with open_transport(config, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
             with anyio.fail_after(10):
                 init = await session.initialize()
                 with pytest.raises(MCPError) as lost:
@@ -567,7 +651,7 @@ async def test_an_sse_backend_whose_url_holds_credentials_is_reached() -> None:
     [("502 Bad Gateway", True), ("504 Gateway Timeout", True), ("503 Service Unavailable", False), ("401", False)],
 )
 async def test_after_a_call_gets_no_answer_a_ping_decides_whether_the_backend_is_gone(
-    ping_answer: str, gone: bool
+    ping_answer: str, gone: bool, dispatcher: str
 ) -> None:
     """A call whose connection is closed unanswered is followed by a ping on a new connection. A gateway's 502 or
     504 to it means nothing is behind the gateway: the session ends (its supervisor reconnects) rather than staying
@@ -586,7 +670,10 @@ async def test_after_a_call_gets_no_answer_a_ping_decides_whether_the_backend_is
     async with scripted(_pinged(backend_script(call), answer, pings)) as port:
         server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
         with anyio.fail_after(10), pytest.raises(Exception) if gone else contextlib.nullcontext() as ended:
-            async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+            async with (
+                open_transport(server, Path(".")) as (read, write),
+                session_over(read, write, dispatcher) as session,
+            ):
                 await session.initialize()
                 with pytest.raises(MCPError):
                     await session.call_tool("echo", {"text": "drop"})
@@ -596,7 +683,7 @@ async def test_after_a_call_gets_no_answer_a_ping_decides_whether_the_backend_is
         assert f"stopped answering (a ping on a new connection: HTTP {ping_answer[:3]})" in _innermost(ended.value)
 
 
-async def test_a_ping_answered_404_tells_that_the_backend_forgot_the_session() -> None:
+async def test_a_ping_answered_404_tells_that_the_backend_forgot_the_session(dispatcher: str) -> None:
     # A backend restarted at the same address breaks the calls in flight, then answers 404 for the old session: the
     # connection is told, so it opens a new session rather than sending on the dead one.
     forgotten: list[bool] = []
@@ -608,7 +695,7 @@ async def test_a_ping_answered_404_tells_that_the_backend_forgot_the_session() -
     async with scripted(_pinged(backend_script(call), _http("404 Not Found", {}), pings)) as port:
         server = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
         transport = open_transport(server, Path("."), on_forgotten=lambda: forgotten.append(True))
-        async with transport as (read, write), ClientSession(read, write) as session:
+        async with transport as (read, write), session_over(read, write, dispatcher) as session:
             with anyio.fail_after(10):
                 await session.initialize()
                 with pytest.raises(MCPError):

@@ -2,10 +2,12 @@
 
 It keeps the contract of the SDK's `streamable_http_client` (a pair of message streams for a `ClientSession`,
 every failure of a request answered as that request's JSON-RPC error) with less work per call: its requests go
-through `HttpWire` (the master's own HTTP/1.1) instead of httpx2, and each is one task. Per request it POSTs
-the message and reads the answer, a JSON body or an event stream; an event stream that breaks off after an event
-id is resumed from that id. The session's standalone stream (GET) starts once the session is initialized and
-reconnects a few times; the session is deleted when the connection closes.
+through `HttpWire` (the master's own HTTP/1.1) instead of httpx2, and the master's calls are made in their callers'
+own tasks (`SessionWrites.call`), with no task or stream between them and the wire; a request written to the
+stream gets a task of its own. Per request it POSTs the message and reads the answer, a JSON body or an event
+stream; an event stream that breaks off after an event id is resumed from that id. The session's standalone stream
+(GET) starts once the session is initialized and reconnects a few times; when the connection closes, the requests
+still under way end, then the session is deleted.
 
 The master's backend sessions always begin with `initialize`. A 2026-07-28 session goes over it as it is (discover,
 then sessionless POSTs with the headers the session sets): the benchmark's floor uses that, and so does the listen
@@ -16,15 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp.shared._context_streams import ContextReceiveStream, ContextSendStream, create_context_streams
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
@@ -36,6 +39,7 @@ from mcp_types import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     JSONRPCError,
+    JSONRPCMessage,
     JSONRPCNotification,
     JSONRPCRequest,
     JSONRPCResponse,
@@ -47,7 +51,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from yarl import URL
 
-from master_mcp.backends.failures import made_up
+from master_mcp.backends.failures import describe, made_up
 from master_mcp.backends.http_wire import REPEATABLE, UNAVAILABLE, UNREACHABLE, AnswerBrokeOff, HttpWire, Reply
 from master_mcp.backends.sse_events import EventParser, EventTooLarge
 
@@ -124,6 +128,13 @@ class _Link:
         self._probing = anyio.Lock()
         self._probed_at = -_PROBE_SHARED_S
         self._silent: str | None = None  # what the last ping got, when it got no answer
+        self._tg: TaskGroup | None = None  # the session's tasks
+        # Messages written to the session's stream (`SessionWrites`), and of those, how many `pump` is done with;
+        # set while a call waits for it to catch up.
+        self.handed = 0
+        self._sent = 0
+        self._caught_up: anyio.Event | None = None
+        self._closed = False
 
     def _headers(self, accept: str = _ACCEPT) -> dict[str, str]:
         headers = {"accept": accept, "content-type": "application/json"}
@@ -178,41 +189,123 @@ class _Link:
             self._on_forgotten()  # restarted at the same address: the calls that broke were lost with the session
         return f"HTTP {reply.status}" if reply.status in _SILENT else None
 
+    def _outgoing(self, message: JSONRPCMessage, extra: Mapping[str, str] | None) -> tuple[dict[str, str], bool, bytes]:
+        """The headers of the POST that carries `message` (with `extra`, the session's own for it), whether it
+        may be sent again, and its body."""
+        if isinstance(message, JSONRPCRequest) and message.method == "initialize":
+            self._version = None
+        elif extra:
+            self._version = extra.get(MCP_PROTOCOL_VERSION_HEADER, self._version)
+        headers = self._headers()
+        if extra:
+            headers.update((name.lower(), value) for name, value in extra.items())
+        repeatable = headers.pop(REPEATABLE, None) is not None
+        return headers, repeatable, message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+    async def call(
+        self,
+        message: JSONRPCRequest,
+        headers: Mapping[str, str] | None,
+        on_answer: Callable[[JSONRPCResponse | JSONRPCError], None],
+    ) -> None:
+        """Make a request in the caller's own task, its POST read there too: no task, and no stream between the
+        session and the wire, for a call (`SessionWrites`). Its answer goes to `on_answer` at once, unless
+        something came before it on its stream: that goes to the session as anything the backend sends does, and
+        the answer follows it there, so it is handled first. An answer always comes: the error that stands for it
+        when there is none."""
+        answered = False
+        relayed = False
+
+        async def take(item: Any) -> None:
+            nonlocal answered, relayed
+            if isinstance(item, JSONRPCResponse | JSONRPCError) and not answered:
+                answered = True
+                if not relayed:
+                    on_answer(item)
+                    return
+            relayed = True
+            if self._inbox is not None:
+                with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._inbox.send(SessionMessage(item))
+
+        await self._after_writes()
+        if self._closed:
+            on_answer(_error(message.id, CONNECTION_CLOSED, "the session closed"))
+            return
+        sent_headers, repeatable, body = self._outgoing(message, headers)
+        token = _SINK.set(take)
+        try:
+            await self._request(message, sent_headers, body, repeatable)
+        except Exception as exc:  # unreachable, gone, the credential flow failing: as a request task's failure
+            self._fail(exc)
+            if not answered:
+                on_answer(_error(message.id, CONNECTION_CLOSED, describe(exc)))
+            return
+        finally:
+            _SINK.reset(token)
+        if not answered:
+            reason = "the session closed" if self._closed else "the backend's reply carried no answer"
+            on_answer(_error(message.id, CONNECTION_CLOSED, reason))
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the session as a request failing in a task of its own ends it (its supervisor reconnects)."""
+        if self._tg is not None and not self._closed:
+            self._tg.start_soon(_raise, exc)
+
+    def close(self) -> None:
+        """The session is closing: its requests end now, before the backend is told (which may take a while), and
+        those made in their callers' tasks too, which the session's own tasks ending would not reach."""
+        self._closed = True
+        for scope in self._posts.values():
+            scope.cancel()
+        if self._caught_up is not None:
+            self._caught_up.set()  # calls waiting for the stream's messages to be sent wait no more
+
     async def pump(self, outbox: ContextReceiveStream[SessionMessage], tg: TaskGroup) -> None:
         """POST what the session writes: a request in a task of its own, anything else in order, here."""
         async for item in outbox:
-            message = item.message
-            metadata = item.metadata if isinstance(item.metadata, ClientMessageMetadata) else None
-            if isinstance(message, JSONRPCRequest) and message.method == "initialize":
-                self._version = None
-            elif metadata is not None and metadata.headers:
-                self._version = metadata.headers.get(MCP_PROTOCOL_VERSION_HEADER, self._version)
-            headers = self._headers()
-            if metadata is not None and metadata.headers:
-                headers.update((name.lower(), value) for name, value in metadata.headers.items())
-            repeatable = headers.pop(REPEATABLE, None) is not None
-            body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-            if isinstance(message, JSONRPCRequest):
-                sender = outbox.last_context
-                if sender is not None:
-                    # The request's task runs in the sender's context (its trace and log correlation).
-                    sender.run(tg.start_soon, self._request, message, headers, body, repeatable)
-                else:
-                    tg.start_soon(self._request, message, headers, body, repeatable)
-                continue
-            initialized = isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized"
-            # The 2026-07-28 wire has no messages from client to server outside a request: closing a request's POST
-            # is how it is cancelled.
-            if not (self.session_id is None and self._version in MODERN_PROTOCOL_VERSIONS):
-                await self._tell(headers, body, essential=initialized)
-            if initialized:
-                tg.start_soon(self._listen)
-            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
-                # The backend has been told; its answer, if one ever comes, has no one to go to. A hung backend
-                # would otherwise hold the connection and this task until the read timeout (300 s).
-                request_id = cancelled_request_id_from_params(message.params)
-                if request_id is not None and (abandoned := self._posts.get(request_id)) is not None:
-                    abandoned.cancel()
+            try:
+                await self._pass_on(item, outbox.last_context, tg)
+            finally:
+                self._sent += 1
+                if self._caught_up is not None:
+                    self._caught_up.set()
+                    self._caught_up = None
+
+    async def _after_writes(self) -> None:
+        """Wait until what was written to the session's stream so far has been sent: a call made in its caller's
+        task must not overtake it, as it could not when it went through the stream too (the
+        `notifications/initialized` before the first listing, above all: a backend may add tools when it gets it)."""
+        handed = self.handed
+        while self._sent < handed and not self._closed:
+            if self._caught_up is None:
+                self._caught_up = anyio.Event()
+            await self._caught_up.wait()
+
+    async def _pass_on(self, item: SessionMessage, sender: Context | None, tg: TaskGroup) -> None:
+        message = item.message
+        metadata = item.metadata if isinstance(item.metadata, ClientMessageMetadata) else None
+        headers, repeatable, body = self._outgoing(message, metadata.headers if metadata is not None else None)
+        if isinstance(message, JSONRPCRequest):
+            if sender is not None:
+                # The request's task runs in the sender's context (its trace and log correlation).
+                sender.run(tg.start_soon, self._request, message, headers, body, repeatable)
+            else:
+                tg.start_soon(self._request, message, headers, body, repeatable)
+            return
+        initialized = isinstance(message, JSONRPCNotification) and message.method == "notifications/initialized"
+        # The 2026-07-28 wire has no messages from client to server outside a request: closing a request's POST is
+        # how it is cancelled.
+        if not (self.session_id is None and self._version in MODERN_PROTOCOL_VERSIONS):
+            await self._tell(headers, body, essential=initialized)
+        if initialized:
+            tg.start_soon(self._listen)
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            # The backend has been told; its answer, if one ever comes, has no one to go to. A hung backend
+            # would otherwise hold the connection and this task until the read timeout (300 s).
+            request_id = cancelled_request_id_from_params(message.params)
+            if request_id is not None and (abandoned := self._posts.get(request_id)) is not None:
+                abandoned.cancel()
 
     async def _tell(self, headers: dict[str, str], body: bytes, *, essential: bool) -> None:
         """POST a message that gets no answer: a notification, or the answer to one of the backend's requests. One
@@ -404,6 +497,10 @@ class _Link:
                 logger.debug("could not end the backend session: %s", type(exc).__name__)
 
 
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 def _error(request_id: RequestId, code: int, message: str, status: int | None = None) -> JSONRPCError:
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=made_up(code, message, status))
 
@@ -424,6 +521,35 @@ def _without_query(location: str) -> str:
         return str(url.with_query(None).with_fragment(None))
     except ValueError:
         return "a location that is not a URL"
+
+
+class SessionWrites(ContextSendStream[SessionMessage]):
+    """A session's write stream that can also make a request in its caller's own task (`call`): the way every
+    backend call goes (`WatchedDispatcher`), while what the session sends of its own goes through the stream."""
+
+    __slots__ = ("_link",)
+
+    def __init__(self, inner: MemoryObjectSendStream[tuple[Context, SessionMessage]], link: _Link) -> None:
+        super().__init__(inner)
+        self._link = link
+
+    async def send(self, item: SessionMessage) -> None:
+        # Counted before it is taken, so that no call can slip in between; one given up on before it was taken is
+        # not waited for.
+        self._link.handed += 1
+        try:
+            await super().send(item)
+        except BaseException:
+            self._link.handed -= 1
+            raise
+
+    async def call(
+        self,
+        message: JSONRPCRequest,
+        headers: Mapping[str, str] | None,
+        on_answer: Callable[[JSONRPCResponse | JSONRPCError], None],
+    ) -> None:
+        await self._link.call(message, headers, on_answer)
 
 
 class Sessionless:
@@ -465,12 +591,15 @@ async def streamable_http(
     """The (read, write) streams of a session with the backend `wire` reaches; `on_forgotten` is called when the
     backend answers 404 to a request of a session it no longer knows."""
     inbox, read = create_context_streams[SessionMessage | Exception](0)
-    write, outbox = create_context_streams[SessionMessage](0)
     link = _Link(wire, inbox, max_event_bytes, on_forgotten)
+    sending, sent = anyio.create_memory_object_stream[tuple[Context, SessionMessage]](0)
+    write, outbox = SessionWrites(sending, link), ContextReceiveStream[SessionMessage](sent)
     async with inbox, read, write, outbox, anyio.create_task_group() as tg:
+        link._tg = tg
         tg.start_soon(link.pump, outbox, tg)
         try:
             yield read, write
         finally:
+            link.close()
             await link.terminate()
             tg.cancel_scope.cancel()

@@ -16,8 +16,9 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import _ABANDON_WRITE_TIMEOUT, JSONRPCDispatcher
 from mcp.shared.message import ClientMessageMetadata
-from mcp_types import JSONRPCRequest, RequestId
+from mcp_types import JSONRPCError, JSONRPCRequest, JSONRPCResponse, RequestId
 
+from master_mcp.backends.streamable import SessionWrites
 from master_mcp.tracing import backend_error, backend_span
 
 # The front request a backend request is made for. Streamable HTTP delivers what the backend sends on that
@@ -54,6 +55,23 @@ class _Answer:
         if not self.future.done():  # a caller that gave up has cancelled it
             self.future.set_result(outcome)
 
+    def take(self, message: JSONRPCResponse | JSONRPCError) -> None:
+        self.send_nowait(message.result if isinstance(message, JSONRPCResponse) else message.error)
+
+
+async def _called(
+    writes: SessionWrites,
+    request: JSONRPCRequest,
+    headers: dict[str, str] | None,
+    answer: _Answer,
+    timeout: float | None,
+) -> Any:
+    """The request made in this task (an HTTP backend's POST, read here), its answer as `writes` hands it over."""
+    with anyio.move_on_after(timeout):
+        await writes.call(request, headers, answer.take)
+        return await answer.future  # answered already, unless the answer follows what came before it
+    return _EXPIRED
+
 
 class WatchedDispatcher(JSONRPCDispatcher[Any]):
     """A dispatcher that says when its receive loop has ended (the peer hung up or the child died), and that keeps
@@ -85,8 +103,9 @@ class WatchedDispatcher(JSONRPCDispatcher[Any]):
         """The SDK's request, answered the same way (its errors, its timeout, the courtesy cancel of a request
         abandoned, its client span), with a future where the SDK makes a pair of memory streams, no request clock,
         and no span while nothing collects spans. Every backend call but the lane's comes here: about 190 Python
-        calls fewer per call (docs/benchmarks.md, change 26). What the session sends in a handler's name, and
-        what resumes a stream, take the SDK's path."""
+        calls fewer per call (docs/benchmarks.md, change 26). A streamable-HTTP backend's request is made in the
+        caller's own task (`SessionWrites`, change 27). What the session sends in a handler's name, and what
+        resumes a stream, take the SDK's path."""
         opts = opts or {}
         if _related_request_id is not None or not self._running or any(key in opts for key in _SDK_ONLY):
             return await super().send_raw_request(method, params, opts, _related_request_id=_related_request_id)
@@ -98,8 +117,7 @@ class WatchedDispatcher(JSONRPCDispatcher[Any]):
         on_progress = opts.get("on_progress")
         if on_progress is not None:
             meta["progressToken"] = request_id  # so the receive loop finds `on_progress` under the request's id
-        loop = asyncio.get_running_loop()
-        answer = _Answer(loop.create_future(), on_progress)
+        answer = _Answer(asyncio.get_running_loop().create_future(), on_progress)
         self._pending[request_id] = answer  # type: ignore[assignment]  # read where the SDK reads its `_Pending`
         headers = opts.get("headers")
         timeout = opts.get("timeout")
@@ -119,16 +137,10 @@ class WatchedDispatcher(JSONRPCDispatcher[Any]):
                 # A caller cancelled already must not get its request sent: the write below need not yield.
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 written = True
-                try:
-                    await self._write(request, ClientMessageMetadata(headers=headers) if headers else None)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
-                expiry = loop.call_later(timeout, answer.send_nowait, _EXPIRED) if timeout is not None else None
-                try:
-                    outcome = await answer.future
-                finally:
-                    if expiry is not None:
-                        expiry.cancel()
+                if isinstance(self._write_stream, SessionWrites):
+                    outcome = await _called(self._write_stream, request, headers, answer, timeout)
+                else:
+                    outcome = await self._written(request, headers, answer, timeout)
                 if outcome is _EXPIRED:
                     backend_error(span, types.REQUEST_TIMEOUT, f"Request {method!r} timed out")
                 elif isinstance(outcome, types.ErrorData):
@@ -147,6 +159,23 @@ class WatchedDispatcher(JSONRPCDispatcher[Any]):
             raise MCPError(outcome.code, outcome.message, outcome.data)
         result: dict[str, Any] = outcome
         return result
+
+    async def _written(
+        self, request: JSONRPCRequest, headers: dict[str, str] | None, answer: _Answer, timeout: float | None
+    ) -> Any:
+        """The request written to the session's stream, its answer as the receive loop hands it over."""
+        try:
+            await self._write(request, ClientMessageMetadata(headers=headers) if headers else None)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
+        expiry = None
+        if timeout is not None:
+            expiry = asyncio.get_running_loop().call_later(timeout, answer.send_nowait, _EXPIRED)
+        try:
+            return await answer.future
+        finally:
+            if expiry is not None:
+                expiry.cancel()
 
     async def _abandoned(self, request_id: RequestId, reason: str, *, shield: bool) -> None:
         """Tell the backend to stop work on a request no one waits for, as the SDK's dispatcher does."""
