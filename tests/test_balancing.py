@@ -109,7 +109,8 @@ async def test_each_instance_gets_its_own_path_and_query() -> None:
 
 async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last_hope() -> None:
     """A gateway's 502-504 means the instance behind it is not there: each one that answers so is marked down and
-    skipped for a while, the last one tried included (its answer still reaches the caller, there being no other)."""
+    skipped for a while, the last one tried included (its answer still reaches the caller, there being no other).
+    The request is one safe to repeat, so it is tried on each."""
 
     async def unavailable(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         return b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
@@ -118,10 +119,43 @@ async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last
         urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
         instances = Instances("lb", urls, "round_robin")
         async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
-            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=True)
             await reply.finish()
     assert reply.status == 502
     assert [row["up"] for row in instances.status()] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("status", "repeatable", "sent_on"),
+    [(504, False, False), (502, False, False), (504, True, True), (503, False, True)],
+)
+async def test_a_gateway_failure_sends_the_request_to_another_instance_only_when_that_is_safe(
+    status: int, repeatable: bool, sent_on: bool
+) -> None:
+    """A gateway's 502 or 504 may come after the instance behind it got the request and carried it out: a request
+    that is not safe to repeat (a tool call) gets that answer rather than running twice; one safe to repeat goes to
+    the next instance. A 503 says the request was not taken: it goes on either way. The instance is marked down in
+    every case."""
+    served: dict[str, int] = {"gateway": 0, "fine": 0}
+
+    async def gateway(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        served["gateway"] += 1
+        return f"HTTP/1.1 {status} Failed\r\ncontent-length: 0\r\n\r\n".encode()
+
+    async def fine(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        served["fine"] += 1
+        return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+
+    async with scripted(gateway) as a, scripted(fine) as b:
+        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
+        instances = Instances("lb", urls, "health")
+        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
+            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=repeatable)
+            await reply.finish()
+    assert (reply.status, served) == (
+        (202, {"gateway": 1, "fine": 1}) if sent_on else (status, {"gateway": 1, "fine": 0})
+    )
+    assert [row["up"] for row in instances.status()] == [False, True]
 
 
 async def test_an_instance_that_answers_500_is_marked_down_and_the_request_not_sent_again() -> None:

@@ -31,6 +31,7 @@ from master_mcp.backends.http1 import Pool, Response, basic_credentials
 
 # What a gateway answers for a backend it cannot reach.
 UNAVAILABLE: Final = frozenset({502, 503, 504})
+_REFUSED: Final = 503  # of those, the one that says the request was not taken
 _MAX_PINS: Final = 1024
 _MAX_REDIRECTS: Final = 5
 # An idle connection is let go before the backend lets it go: uvicorn, Node and Apache close theirs after 5 s, and a
@@ -184,15 +185,15 @@ class HttpWire:
         assert self._http is not None, "HttpWire is used inside `async with`"
         auth = self._auth if credentials else None
         if fresh:
-            return await self._request(self._fresh_http(), auth, method, headers, body, to)
+            return await self._request(self._fresh_http(), auth, method, headers, body, to, repeatable)
         try:
-            return await self._request(self._http, auth, method, headers, body, to)
+            return await self._request(self._http, auth, method, headers, body, to, repeatable)
         except (*UNREACHABLE, AnswerBrokeOff, httpx2.LocalProtocolError):  # the last: refused before sending
             raise
         except httpx2.TransportError:
             if not repeatable:
                 raise
-        return await self._request(self._fresh_http(), auth, method, headers, body, to)
+        return await self._request(self._fresh_http(), auth, method, headers, body, to, repeatable)
 
     async def _request(
         self,
@@ -202,11 +203,12 @@ class HttpWire:
         headers: dict[str, str],
         body: bytes | None,
         to: URL | None,
+        repeatable: bool,
     ) -> Reply:
         merged = {**self._headers, **headers}  # the callers' names are lower case, as the configured ones are made
         target = self._target if to is None else to
         if auth is None:
-            return await self._following(http, method, target, list(merged.items()), body)
+            return await self._following(http, method, target, list(merged.items()), body, repeatable)
         address = self._url if to is None else httpx2.URL(str(to))
         request = httpx2.Request(method, address, headers=merged, content=body)
         flow = auth.async_auth_flow(request)
@@ -215,7 +217,7 @@ class HttpWire:
             while True:
                 url = target if request.url == address else URL(str(request.url), encoded=True)
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-                reply = await self._following(http, request.method, url, pairs, request.content)
+                reply = await self._following(http, request.method, url, pairs, request.content, repeatable)
                 try:
                     if auth.requires_response_body and not reply.content_type.startswith("text/event-stream"):
                         # An event stream may never end (a session's standalone stream), and no credential flow
@@ -240,12 +242,12 @@ class HttpWire:
         return self._fresh
 
     async def _following(
-        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None, repeatable: bool
     ) -> Reply:
         # Only a redirect within the endpoint's origin that keeps the method (307/308, or any for a GET) is
         # followed: everything on the request (credentials, session) was meant for that origin.
         for _ in range(_MAX_REDIRECTS):
-            reply = await self._balanced(http, method, url, headers, body)
+            reply = await self._balanced(http, method, url, headers, body, repeatable)
             location = reply.headers.get("location")
             if location is None or not (reply.status in (307, 308) or (method == "GET" and 300 < reply.status < 400)):
                 return reply
@@ -260,8 +262,11 @@ class HttpWire:
         return reply
 
     async def _balanced(
-        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None
+        self, http: Pool, method: str, url: URL, headers: list[tuple[str, str]], body: bytes | None, repeatable: bool
     ) -> Reply:
+        """Send to the instance the policy picks; one that cannot be reached, or that a gateway says is not there,
+        is marked down and the next is tried. A gateway's 502 or 504 may come after the instance got the request
+        (and carried it out), so only a request safe to repeat goes to another then; a 503 is a refusal."""
         instances = self._instances
         if instances is None or url is not self._target:
             return await self._send(http, method, url, headers, body)
@@ -279,7 +284,7 @@ class HttpWire:
                 continue
             if reply.status in UNAVAILABLE:
                 instances.failed(index, f"HTTP {reply.status}")
-                if attempt + 1 < len(candidates):
+                if attempt + 1 < len(candidates) and (repeatable or reply.status == _REFUSED):
                     await reply.finish()
                     continue
             elif reply.status >= 500:
