@@ -32,7 +32,7 @@ from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.sse_events import Event, EventParser, EventTooLarge
 from master_mcp.backends.transports import open_transport
 from master_mcp.backends.watched import WatchedDispatcher
-from tests.conftest import HttpBackend, make_config, text
+from tests.conftest import HttpBackend, make_config, text, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -526,6 +526,45 @@ async def test_a_call_goes_out_after_what_the_session_wrote_before_it(dispatcher
                 await session.initialize()
                 await session.list_tools()
     assert order == ["initialized", "tools/list"]
+
+
+async def test_a_write_given_up_on_holds_up_no_call(dispatcher: str) -> None:
+    """A message written to the session's stream and given up on before it was taken (a courtesy cancel's bounded
+    write, while the stream's writer is busy sending a slow notification) must not hold up the calls made after it
+    was written, once what was taken has been sent."""
+    slow_taken = anyio.Event()
+
+    async def call(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        message = json.loads(body)
+        words = message["params"]["arguments"]["text"]
+        return _http("200 OK", {"content-type": "application/json"}, _tool_result(message["id"], words).encode())
+
+    async def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if body and json.loads(body).get("method") == "notifications/slow":
+            slow_taken.set()
+            await anyio.sleep(1)
+        return await backend_script(call)(method, path, headers, body)
+
+    def note(method: str) -> SessionMessage:
+        return SessionMessage(JSONRPCNotification(jsonrpc="2.0", method=method))
+
+    async def given_up(write: Any) -> None:
+        with anyio.move_on_after(0.5):
+            await write.send(note("notifications/given-up"))
+
+    async with scripted(handler) as port:
+        config = make_config({"id": "s", "type": "http", "url": f"http://127.0.0.1:{port}/mcp"}).servers[0]
+        async with open_transport(config, Path(".")) as (read, write), session_over(read, write, dispatcher) as session:
+            with anyio.fail_after(10):
+                await session.initialize()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(write.send, note("notifications/slow"))
+                    await slow_taken.wait()  # the stream's writer is busy with it for a second
+                    tg.start_soon(given_up, write)
+                    # The SDK's stream wrapper keeps the anyio stream it wraps private; its statistics say when the
+                    # write is waiting.
+                    await wait_until(lambda: write._inner.statistics().tasks_waiting_send == 1)
+                    assert text(await session.call_tool("echo", {"text": "after"})) == "after"
 
 
 async def test_a_call_in_flight_ends_when_its_session_closes(dispatcher: str) -> None:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client.session import ClientSession
 
 from master_mcp.backends.balancer import Instances
 from master_mcp.backends.http_wire import HttpWire
+from master_mcp.backends.transports import open_transport
+from master_mcp.backends.watched import WatchedDispatcher
 from tests.conftest import HttpBackend, make_config, serve_master, text
 from tests.test_backend_http import scripted
 
@@ -125,60 +130,70 @@ async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last
     assert [row["up"] for row in instances.status()] == [False, False]
 
 
+async def test_a_session_opens_on_the_next_instance_when_a_gateway_says_the_first_is_not_there() -> None:
+    """An `initialize` is safe to send again (at worst a session is left unused), so a gateway's 502 for the first
+    instance sends it on to the next, where the session then stays."""
+
+    async def gateway(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        return b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+    backend = HttpBackend("--name", "second")
+    try:
+        async with scripted(gateway) as port:
+            urls = [f"http://127.0.0.1:{port}/mcp", backend.url]
+            server = make_config({"id": "lb", "type": "http", "urls": urls, "load_balancing": "health"}).servers[0]
+            instances = Instances("lb", urls, "health")
+            async with (
+                open_transport(server, Path("."), instances=instances) as (read, write),
+                ClientSession(dispatcher=WatchedDispatcher(read, write, lambda context: None)) as session,
+            ):
+                with anyio.fail_after(10):
+                    assert (await session.initialize()).server_info.name == "second"
+                    assert text(await session.call_tool("echo", {"text": "on"})) == "on"
+        assert [row["up"] for row in instances.status()] == [False, True]
+    finally:
+        backend.stop()
+
+
 @pytest.mark.parametrize(
     ("status", "repeatable", "sent_on"),
-    [(504, False, False), (502, False, False), (504, True, True), (503, False, True)],
+    [
+        (504, False, False),
+        (502, False, False),
+        (504, True, True),
+        (503, False, True),
+        (500, False, False),
+        (500, True, False),
+    ],
 )
-async def test_a_gateway_failure_sends_the_request_to_another_instance_only_when_that_is_safe(
+async def test_a_failing_instance_is_skipped_and_the_request_sent_on_only_when_that_is_safe(
     status: int, repeatable: bool, sent_on: bool
 ) -> None:
     """A gateway's 502 or 504 may come after the instance behind it got the request and carried it out: a request
     that is not safe to repeat (a tool call) gets that answer rather than running twice; one safe to repeat goes to
-    the next instance. A 503 says the request was not taken: it goes on either way. The instance is marked down in
-    every case."""
-    served: dict[str, int] = {"gateway": 0, "fine": 0}
+    the next instance. A 503 says the request was not taken: it goes on either way. A 500 comes from the instance
+    itself, which got the request: its answer goes to the caller. Whatever it answered, the instance is skipped for
+    a while, so `health` sends the next request to the next one."""
+    served: dict[str, int] = {"failing": 0, "fine": 0}
 
-    async def gateway(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        served["gateway"] += 1
-        return f"HTTP/1.1 {status} Failed\r\ncontent-length: 0\r\n\r\n".encode()
-
-    async def fine(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        served["fine"] += 1
-        return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
-
-    async with scripted(gateway) as a, scripted(fine) as b:
-        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
-        instances = Instances("lb", urls, "health")
-        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
-            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=repeatable)
-            await reply.finish()
-    assert (reply.status, served) == (
-        (202, {"gateway": 1, "fine": 1}) if sent_on else (status, {"gateway": 1, "fine": 0})
-    )
-    assert [row["up"] for row in instances.status()] == [False, True]
-
-
-async def test_an_instance_that_answers_500_is_marked_down_and_the_request_not_sent_again() -> None:
-    """A 500 comes from the instance itself, which got the request (it may have carried it out): the answer goes to
-    the caller, and the instance is skipped for a while, so `health` sends the next request to the next one."""
-    served: dict[str, int] = {"broken": 0, "fine": 0}
-
-    async def broken(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        served["broken"] += 1
-        return b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+    async def failing(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        served["failing"] += 1
+        return f"HTTP/1.1 {status} Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
 
     async def fine(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         served["fine"] += 1
-        return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+        return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
-    async with scripted(broken) as a, scripted(fine) as b:
+    async with scripted(failing) as a, scripted(fine) as b:
         urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
         instances = Instances("lb", urls, "health")
         async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
-            first = await wire.request("POST", {"content-type": "application/json"}, b"{}")
+            first = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=repeatable)
             await first.finish()
-            assert (first.status, served) == (500, {"broken": 1, "fine": 0})
+            assert (first.status, served) == (
+                (202, {"failing": 1, "fine": 1}) if sent_on else (status, {"failing": 1, "fine": 0})
+            )
+            assert [row["up"] for row in instances.status()] == [False, True]
             second = await wire.request("POST", {"content-type": "application/json"}, b"{}")
             await second.finish()
-    assert (second.status, served) == (202, {"broken": 1, "fine": 1})
-    assert [row["up"] for row in instances.status()] == [False, True]
+    assert (second.status, served["failing"]) == (202, 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
@@ -129,10 +129,10 @@ class _Link:
         self._probed_at = -_PROBE_SHARED_S
         self._silent: str | None = None  # what the last ping got, when it got no answer
         self._tg: TaskGroup | None = None  # the session's tasks
-        # Messages written to the session's stream (`SessionWrites`), and of those, how many `pump` is done with;
-        # set while a call waits for it to catch up.
+        # Messages written to the session's stream (`SessionWrites`), and of those, how many are done with (sent, or
+        # given up on before they were taken); set while a call waits for that to catch up.
         self.handed = 0
-        self._sent = 0
+        self._settled = 0
         self._caught_up: anyio.Event | None = None
         self._closed = False
 
@@ -181,7 +181,9 @@ class _Link:
         headers = self._headers()
         try:
             with anyio.fail_after(_PROBE_WITHIN_S):
-                reply = await self._wire.request("POST", headers, _PROBE, fresh=True, credentials=False)
+                reply = await self._wire.request(
+                    "POST", headers, _PROBE, fresh=True, credentials=False, repeatable=True
+                )
         except (httpx2.TransportError, TimeoutError) as exc:
             return type(exc).__name__
         await reply.finish()
@@ -192,14 +194,16 @@ class _Link:
     def _outgoing(self, message: JSONRPCMessage, extra: Mapping[str, str] | None) -> tuple[dict[str, str], bool, bytes]:
         """The headers of the POST that carries `message` (with `extra`, the session's own for it), whether it
         may be sent again, and its body."""
-        if isinstance(message, JSONRPCRequest) and message.method == "initialize":
+        opening = isinstance(message, JSONRPCRequest) and message.method == "initialize"
+        if opening:
             self._version = None
         elif extra:
             self._version = extra.get(MCP_PROTOCOL_VERSION_HEADER, self._version)
         headers = self._headers()
         if extra:
             headers.update((name.lower(), value) for name, value in extra.items())
-        repeatable = headers.pop(REPEATABLE, None) is not None
+        # An `initialize` may go to another instance after a gateway's 502 or 504: at worst a session is left unused.
+        repeatable = headers.pop(REPEATABLE, None) is not None or opening
         return headers, repeatable, message.model_dump_json(by_alias=True, exclude_unset=True).encode()
 
     async def call(
@@ -218,15 +222,19 @@ class _Link:
 
         async def take(item: Any) -> None:
             nonlocal answered, relayed
-            if isinstance(item, JSONRPCResponse | JSONRPCError) and not answered:
+            answer = isinstance(item, JSONRPCResponse | JSONRPCError) and not answered
+            if answer:
                 answered = True
                 if not relayed:
                     on_answer(item)
                     return
             relayed = True
-            if self._inbox is not None:
-                with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            try:
+                if self._inbox is not None:
                     await self._inbox.send(SessionMessage(item))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                if answer:
+                    on_answer(item)  # the session is closing: its caller still gets it
 
         await self._after_writes()
         if self._closed:
@@ -267,17 +275,22 @@ class _Link:
             try:
                 await self._pass_on(item, outbox.last_context, tg)
             finally:
-                self._sent += 1
-                if self._caught_up is not None:
-                    self._caught_up.set()
-                    self._caught_up = None
+                self.settled()
+
+    def settled(self) -> None:
+        """One message written to the session's stream is done with: sent by `pump`, or given up on by its
+        sender before it was taken."""
+        self._settled += 1
+        if self._caught_up is not None:
+            self._caught_up.set()
+            self._caught_up = None
 
     async def _after_writes(self) -> None:
         """Wait until what was written to the session's stream so far has been sent: a call made in its caller's
         task must not overtake it, as it could not when it went through the stream too (the
         `notifications/initialized` before the first listing, above all: a backend may add tools when it gets it)."""
         handed = self.handed
-        while self._sent < handed and not self._closed:
+        while self._settled < handed and not self._closed:
             if self._caught_up is None:
                 self._caught_up = anyio.Event()
             await self._caught_up.wait()
@@ -527,29 +540,22 @@ class SessionWrites(ContextSendStream[SessionMessage]):
     """A session's write stream that can also make a request in its caller's own task (`call`): the way every
     backend call goes (`WatchedDispatcher`), while what the session sends of its own goes through the stream."""
 
-    __slots__ = ("_link",)
+    __slots__ = ("_link", "call")
 
     def __init__(self, inner: MemoryObjectSendStream[tuple[Context, SessionMessage]], link: _Link) -> None:
         super().__init__(inner)
         self._link = link
+        self.call = link.call
 
     async def send(self, item: SessionMessage) -> None:
-        # Counted before it is taken, so that no call can slip in between; one given up on before it was taken is
-        # not waited for.
+        # Counted before it is taken, so that no call can slip in between; one given up on before it was taken
+        # counts as done with, so that no call waits for it.
         self._link.handed += 1
         try:
             await super().send(item)
         except BaseException:
-            self._link.handed -= 1
+            self._link.settled()
             raise
-
-    async def call(
-        self,
-        message: JSONRPCRequest,
-        headers: Mapping[str, str] | None,
-        on_answer: Callable[[JSONRPCResponse | JSONRPCError], None],
-    ) -> None:
-        await self._link.call(message, headers, on_answer)
 
 
 class Sessionless:
