@@ -82,9 +82,12 @@ def main() -> None:
 
     summary = summarize(results)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
     header = (
         f"Run of {started} ({'quick' if args.quick else 'full'}, {rounds} round(s), scenarios {','.join(chosen)}; "
-        f"commit {commit.strip()} plus working-tree changes). Machine: {where}. "
+        f"commit {commit.strip()}{' plus working-tree changes' if changed.strip() else ''}). Machine: {where}. "
         "Figures: median [min..max] over rounds; ratios computed within each round."
     )
     table = markdown(summary, header)
