@@ -6,7 +6,8 @@ Each instance is a real fixture backend process; what each one served is read fr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -15,12 +16,12 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientSession
 
-from master_mcp.backends.balancer import Instances
+from master_mcp.backends.balancer import Instances, Policy
 from master_mcp.backends.http_wire import HttpWire
 from master_mcp.backends.transports import open_transport
 from master_mcp.backends.watched import WatchedDispatcher
 from tests.conftest import HttpBackend, make_config, serve_master, text
-from tests.test_backend_http import scripted
+from tests.test_backend_http import Handler, scripted
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +113,23 @@ async def test_each_instance_gets_its_own_path_and_query() -> None:
     assert sorted(seen) == sorted(url.removeprefix("http://") for url in urls)
 
 
+@asynccontextmanager
+async def two_instances(first: Handler, second: Handler, policy: Policy) -> AsyncIterator[tuple[HttpWire, Instances]]:
+    """A wire to two scripted loopback instances of one backend, spread by `policy`."""
+    async with scripted(first) as a, scripted(second) as b:
+        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
+        instances = Instances("lb", urls, policy)
+        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
+            yield wire, instances
+
+
+async def posted(wire: HttpWire, *, repeatable: bool = False) -> int:
+    """The status of the answer to a POST through `wire`."""
+    reply = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=repeatable)
+    await reply.finish()
+    return reply.status
+
+
 async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last_hope() -> None:
     """A gateway's 502-504 means the instance behind it is not there: each one that answers so is marked down and
     skipped for a while, the last one tried included (its answer still reaches the caller, there being no other).
@@ -120,13 +138,8 @@ async def test_an_instance_that_answers_502_is_skipped_even_when_it_was_the_last
     async def unavailable(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         return b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"
 
-    async with scripted(unavailable) as a, scripted(unavailable) as b:
-        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
-        instances = Instances("lb", urls, "round_robin")
-        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
-            reply = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=True)
-            await reply.finish()
-    assert reply.status == 502
+    async with two_instances(unavailable, unavailable, "round_robin") as (wire, instances):
+        assert await posted(wire, repeatable=True) == 502
     assert [row["up"] for row in instances.status()] == [False, False]
 
 
@@ -161,6 +174,7 @@ async def test_a_session_opens_on_the_next_instance_when_a_gateway_says_the_firs
         (504, False, False),
         (502, False, False),
         (504, True, True),
+        (502, True, True),
         (503, False, True),
         (500, False, False),
         (500, True, False),
@@ -184,16 +198,9 @@ async def test_a_failing_instance_is_skipped_and_the_request_sent_on_only_when_t
         served["fine"] += 1
         return b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
-    async with scripted(failing) as a, scripted(fine) as b:
-        urls = [f"http://127.0.0.1:{a}/mcp", f"http://127.0.0.1:{b}/mcp"]
-        instances = Instances("lb", urls, "health")
-        async with HttpWire(urls[0], headers={}, auth=None, instances=instances) as wire:
-            first = await wire.request("POST", {"content-type": "application/json"}, b"{}", repeatable=repeatable)
-            await first.finish()
-            assert (first.status, served) == (
-                (202, {"failing": 1, "fine": 1}) if sent_on else (status, {"failing": 1, "fine": 0})
-            )
-            assert [row["up"] for row in instances.status()] == [False, True]
-            second = await wire.request("POST", {"content-type": "application/json"}, b"{}")
-            await second.finish()
-    assert (second.status, served["failing"]) == (202, 1)
+    async with two_instances(failing, fine, "health") as (wire, instances):
+        first = await posted(wire, repeatable=repeatable)
+        assert (first, served) == ((202, {"failing": 1, "fine": 1}) if sent_on else (status, {"failing": 1, "fine": 0}))
+        assert [row["up"] for row in instances.status()] == [False, True]
+        second = await posted(wire)
+    assert (second, served["failing"]) == (202, 1)
