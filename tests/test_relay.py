@@ -79,9 +79,10 @@ async def test_list_changed_reaches_a_2026_listener() -> None:
         Client(url, mode="2026-07-28") as modern,
         Client(url, mode="legacy") as other,
     ):
-        async with modern.listen(tools_list_changed=True) as subscription:
-            await other.call_tool("live__add_tool_later", {"name": "later"})
-            with anyio.fail_after(10):
+        # The listen stream opening is waited for too: a listen answered like any other request never opens.
+        with anyio.fail_after(10):
+            async with modern.listen(tools_list_changed=True) as subscription:
+                await other.call_tool("live__add_tool_later", {"name": "later"})
                 async for event in subscription:
                     assert event is not None
                     break

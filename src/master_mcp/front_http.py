@@ -16,11 +16,11 @@ request that cannot get a stream (its client accepts only JSON; a 2026-07-28 req
 is marked in its ASGI scope, and the relay asks `FrontCall.streams` before every log line, progress notification
 and request it passes to a caller.
 
-A 2026-07-28 request goes the SDK's own way, which serves it in a task group of its own and waits to see whether
-the handler sends something before its result. What it may bring back is known from the request and the backend
-it goes to: a progress token, or a log opt-in in its `_meta` for a backend that declared `logging`. When nothing
-else can come, it is answered in-line as JSON, and once it has run a moment it is watched for its client going
-away (which is how a 2026-07-28 client cancels).
+A 2026-07-28 request that may bring back more than its answer goes the SDK's own way, which serves it in a task
+group of its own and streams what comes. What it may bring back is known from the request and the backend it goes
+to: a progress token, or a log opt-in in its `_meta` for a backend that declared `logging`. When nothing else can
+come, it is answered in-line as JSON (by `front_modern` when it is plainly one request), and once it has run a
+moment it is watched for its client going away (which is how a 2026-07-28 client cancels).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from master_mcp.deadlines import Deadlines
 from master_mcp.front import LOG_LEVELS, STREAMS
+from master_mcp.front_modern import InlineModern, plain_request
 
 _AS_JSON: ContextVar[bool | None] = ContextVar("master_mcp_as_json", default=None)
 # The request a session's POST task serves in the SDK's JSON branch, if a stream may still be opened for it.
@@ -73,8 +74,9 @@ _OPEN_NOW: Final = JSONRPCNotification(jsonrpc="2.0", method="master-mcp/open-st
 _FORWARDED: Final = frozenset({"tools/call", "resources/read", "prompts/get", "completion/complete"})
 _BACK_CHANNEL: Final = ("sampling", "elicitation", "roots")
 _VERSION_HEADER: Final = MCP_PROTOCOL_VERSION_HEADER.lower().encode("ascii")
-# Whether each Accept header value seen lately takes an event stream: a client sends the same one every time.
-_STREAMS_BY_ACCEPT: dict[bytes, bool] = {}
+# Whether each Accept header value seen lately takes JSON, and an event stream: a client sends the same one every
+# time.
+_TAKES_BY_ACCEPT: dict[bytes, tuple[bool, bool]] = {}
 _ACCEPTS_REMEMBERED: Final = 64
 # How long an in-line 2026-07-28 request runs before it is watched for its client going away (see `_Watch`).
 _WATCH_AFTER_S: Final = 0.2
@@ -297,6 +299,7 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
     def __init__(self, *args: Any, backend_may_log: Callable[[str, dict[str, Any]], bool], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._backend_may_log = backend_may_log
+        self._inline = InlineModern(self.app, self.security_settings)
         self._unwatched: Deadlines[_Watch] = Deadlines(_WATCH_AFTER_S, _Watch.begin)
 
     # The SDK reads it when it builds a session's transport, and when it serves a 2026-07-28 request.
@@ -321,7 +324,10 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
                 watch = _Watch(receive, served)
                 begins_at = self._unwatched.add(watch)
                 try:
-                    await super()._handle_request(scope, _replaying(received, receive), send)
+                    if plain_request(message) and _accepts(scope)[0]:
+                        await self._inline.serve(message, self._lifespan_state, scope, receive, send)
+                    else:
+                        await super()._handle_request(scope, _replaying(received, receive), send)
                 finally:
                     self._unwatched.remove(watch, begins_at)
                     watch.end()
@@ -366,17 +372,21 @@ def _is_modern(scope: Scope) -> bool:
     return version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
 
 
-def _accepts_streams(scope: Scope) -> bool:
-    """Whether the request's Accept header takes an event stream, by the SDK's own reading of it (wildcards
-    included), remembered per header value."""
+def _accepts(scope: Scope) -> tuple[bool, bool]:
+    """Whether the request's Accept header takes JSON, and an event stream, by the SDK's own reading of it
+    (wildcards included), remembered per header value."""
     accept = _header(scope, b"accept") or b""
-    streams = _STREAMS_BY_ACCEPT.get(accept)
-    if streams is None:
-        if len(_STREAMS_BY_ACCEPT) >= _ACCEPTS_REMEMBERED:
-            _STREAMS_BY_ACCEPT.clear()  # a client making up a new header per request gets no memory to fill
+    takes = _TAKES_BY_ACCEPT.get(accept)
+    if takes is None:
+        if len(_TAKES_BY_ACCEPT) >= _ACCEPTS_REMEMBERED:
+            _TAKES_BY_ACCEPT.clear()  # a client making up a new header per request gets no memory to fill
         headers = [(b"accept", accept)] if accept else []
-        streams = _STREAMS_BY_ACCEPT[accept] = check_accept_headers(Request({"type": "http", "headers": headers}))[1]
-    return streams
+        takes = _TAKES_BY_ACCEPT[accept] = check_accept_headers(Request({"type": "http", "headers": headers}))
+    return takes
+
+
+def _accepts_streams(scope: Scope) -> bool:
+    return _accepts(scope)[1]
 
 
 class _Watch:

@@ -201,7 +201,7 @@ class MasterServer:
             config.master.name,
             version=VERSION,
             instructions="Tools, resources and prompts of several MCP servers; names carry the server they come from.",
-            get_tool_input_schema=self.catalog.tool_input_schema,
+            get_tool_input_schema=self.catalog.tool_header_schema,
             # Lists change whenever a backend's does, and may differ per principal: never fresh, never shared.
             cache_hints=dict.fromkeys(get_args(CacheableMethod), CacheHint(ttl_ms=0, scope="private")),
         )

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from master_mcp.backends.listing import Listing
@@ -50,6 +51,20 @@ class _Template:
 def _idempotent_hint(tool: Json) -> bool:
     annotations = tool.get("annotations")
     return isinstance(annotations, dict) and annotations.get("idempotentHint") is True
+
+
+def _declares_headers(schema: Any) -> bool:
+    """Whether `x-mcp-header` is a key anywhere in a tool's input schema (as deep as a backend may nest it)."""
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if X_MCP_HEADER_KEY in node:
+                return True
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
 
 
 def _allowed(server: ServerConfig, name: str) -> bool:
@@ -99,8 +114,11 @@ class Catalog:
     def resolve_prompt(self, front_name: str) -> Route | None:
         return self._prompt_routes.get(front_name)
 
-    def tool_input_schema(self, front_name: str) -> Mapping[str, Any] | None:
-        return self._tool_schemas.get(front_name)
+    def tool_header_schema(self, front_name: str) -> Mapping[str, Any] | None:
+        """The tool's input schema if it declares request headers (`x-mcp-header`), for the check of a 2026-07-28
+        call's `Mcp-Param-*` headers; None for a tool that declares none, which no header can be checked against
+        (and whose schema would be walked on every call for nothing)."""
+        return self._header_schemas.get(front_name)
 
     def idempotent(self, front_name: str) -> bool:
         """Whether the tool says repeating a call is harmless (`annotations.idempotentHint`)."""
@@ -177,7 +195,9 @@ class Catalog:
             if isinstance(tool.get("name"), str) and _allowed(self._servers[sid], tool["name"])
         ]
         self._tools, self._tool_routes = self._name_items("tool", tool_pairs)
-        self._tool_schemas = {t["name"]: t.get("inputSchema") for t in self._tools}
+        self._header_schemas = {
+            t["name"]: t["inputSchema"] for t in self._tools if _declares_headers(t.get("inputSchema"))
+        }
         self._tool_idempotent = {t["name"]: _idempotent_hint(t) for t in self._tools}
 
         prompt_pairs = [(sid, p) for sid in live for p in self._listings[sid].prompts if isinstance(p.get("name"), str)]
