@@ -33,6 +33,7 @@ from mcp import Client
 from mcp.server.streamable_http import check_accept_headers
 from starlette.requests import Request
 
+from master_mcp.front_modern import InlineModern
 from master_mcp.server import MasterServer
 from tests.conftest import make_config, serve_master, stdio_server
 
@@ -80,7 +81,16 @@ NOTIFICATIONS: dict[str, dict[str, Any] | None] = {
     "notifications/roots/list_changed": {},
 }
 # Fixture tools that are quick and harmless; the others sleep, exit, change the catalog or ask the client back.
-TOOLS = ["one__echo", "one__add", "one__search", "one__fail", "one__links", "one__show_meta", "one__request_counts"]
+TOOLS = [
+    "one__echo",
+    "one__add",
+    "one__search",
+    "one__fail",
+    "one__links",
+    "one__show_meta",
+    "one__request_counts",
+    "one__regional",  # its schema declares a header (`x-mcp-header`): the 2026-07-28 header checks apply to it
+]
 NAMES = [*TOOLS, "one__greet", "nope__echo", "one__", "__echo", "one", "", "one__echo\u0000", "ONE__ECHO"]
 URIS = ["one+fixture://static", "one+fixture://item/1", "one+fixture://item/", "fixture://static", "zzz://x", ""]
 # Never produced: a tool that sleeps, exits, registers tools or waits for the client, or an endless listen stream.
@@ -226,7 +236,8 @@ def template(rng: random.Random, modern: bool) -> dict[str, Any]:
     params = copy.deepcopy(params)
     if method == "tools/call" and params is not None:
         params["name"] = rng.choice(TOOLS)
-        params["arguments"] = rng.choice([{"text": "x"}, {"a": 1, "b": 2}, {"query": "q"}, {"reason": "r"}, {}])
+        arguments = [{"text": "x"}, {"a": 1, "b": 2}, {"query": "q"}, {"reason": "r"}, {"region": "eu"}, {}]
+        params["arguments"] = rng.choice(arguments)
     if modern:
         params = {**(params or {}), "_meta": copy.deepcopy(ENVELOPE)}
     if params is not None:
@@ -366,7 +377,8 @@ def header_noise(rng: random.Random, headers: list[tuple[str, str]]) -> list[tup
     elif op == 4:
         headers.append((rng.choice(["mcp-method", "mcp-name", "last-event-id"]), random_text(rng, 8).strip()))
     else:
-        headers.append(("mcp-param-" + rng.choice(["text", "a", "x"]), rng.choice(["1", "=?base64?!!?=", ""])))
+        name = "mcp-param-" + rng.choice(["text", "a", "x", "region", "Region"])
+        headers.append((name, rng.choice(["1", "=?base64?!!?=", "", "eu"])))
     return [(k, v) for k, v in headers if v.isascii() and v.isprintable()]
 
 
@@ -627,8 +639,8 @@ def modern_headers(method: str = "tools/call", name: str | None = "one__echo") -
 
 
 # Each rung of the checks a plain 2026-07-28 request goes through, with the JSON-RPC error code (or HTTP status)
-# it must end in.
-DIRECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]], int]] = [
+# it must end in (None: whatever the SDK's entry answers).
+DIRECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]], int | None]] = [
     ("a call", envelope_call("one__echo", {"text": "hi"}), modern_headers(), 200),
     ("Mcp-Method disagrees", envelope_call("one__echo", {"text": "hi"}), modern_headers("tools/list"), -32020),
     ("Mcp-Name disagrees", envelope_call("one__echo", {"text": "hi"}), modern_headers(name="one__add"), -32020),
@@ -673,6 +685,31 @@ DIRECTED: list[tuple[str, dict[str, Any], list[tuple[str, str]], int]] = [
         types.INVALID_PARAMS,
     ),
     (
+        "Mcp-Param-* twice",
+        envelope_call("one__regional", {"region": "eu"}),
+        [*modern_headers(name="one__regional"), ("mcp-param-region", "eu"), ("mcp-param-region", "eu")],
+        -32020,
+    ),
+    ("a string id", {**envelope_call("one__echo", {"text": "hi"}), "id": "call-1"}, modern_headers(), 200),
+    (
+        "an unknown method",
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/nope", "params": {"_meta": ENVELOPE}},
+        modern_headers("tools/nope", None),
+        types.METHOD_NOT_FOUND,
+    ),
+    (
+        "initialize in the 2026-07-28 era",
+        {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {**TEMPLATES["initialize"], "_meta": ENVELOPE}},
+        modern_headers("initialize", None),
+        None,
+    ),
+    (
+        "params null",
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": None},
+        modern_headers("tools/list", None),
+        types.INVALID_PARAMS,
+    ),
+    (
         "not JSON by its content type",
         envelope_call("one__echo", {"text": "hi"}),
         [(k, "text/plain" if k == "content-type" else v) for k, v in modern_headers()],
@@ -699,6 +736,20 @@ async def sdk_front() -> AsyncIterator[str]:
     own entry: the reference the master's own in-line path (`front_modern`) is held to."""
     async with serve_master(make_config(stdio_server("one")), json_response=True) as (_, url):
         yield url
+
+
+@pytest.fixture
+def entered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The methods of the requests the master's own 2026-07-28 entry served (the masters run in this process)."""
+    seen: list[str] = []
+    serve = InlineModern.serve
+
+    async def counted(self: InlineModern, message: dict[str, Any], *args: Any) -> None:
+        seen.append(message["method"])
+        await serve(self, message, *args)
+
+    monkeypatch.setattr(InlineModern, "serve", counted)
+    return seen
 
 
 def answer(outcome: Outcome) -> tuple[int, Any] | None:
@@ -732,17 +783,21 @@ async def test_each_check_of_a_2026_request_holds_on_the_masters_own_entry(
     case: str,
     body: dict[str, Any],
     headers: list[tuple[str, str]],
-    expected: int,
+    expected: int | None,
+    entered: list[str],
 ) -> None:
     async with httpx2.AsyncClient(timeout=CASE_TIMEOUT_S) as http:
         ours = await post(http, front[1], headers, json.dumps(body).encode())
         sdk = await post(http, sdk_front, headers, json.dumps(body).encode())
-    assert outcome_code(ours) == expected, ours
+    if expected is not None:
+        assert outcome_code(ours) == expected, ours
     assert answer(ours) == answer(sdk)
+    # Only a client that takes no JSON is left to the SDK's entry (and its 406).
+    assert entered == ([] if case == "no JSON in Accept" else [body["method"]])
 
 
 async def test_2026_requests_are_answered_as_the_sdks_own_entry_answers_them(
-    front: tuple[MasterServer, str], sdk_front: str
+    front: tuple[MasterServer, str], sdk_front: str, entered: list[str]
 ) -> None:
     """Fuzzed 2026-07-28 cases (the generator above, its modern door only, one seed), each sent to the master and to
     the reference: the same status and the same body, or both an event stream."""
@@ -768,3 +823,4 @@ async def test_2026_requests_are_answered_as_the_sdks_own_entry_answers_them(
                 differences.append(f"ours {ours!r}\nsdk's {sdk!r}\n{case.describe()}")
     assert not differences, f"{len(differences)} differences:\n" + "\n\n".join(differences[:5])
     assert compared["result"] >= 50 and compared["other"] >= 100, compared
+    assert len(entered) >= 200 and "one__regional" in str(cases), len(entered)

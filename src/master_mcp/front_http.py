@@ -325,7 +325,9 @@ class AdaptiveSessionManager(StreamableHTTPSessionManager):
                 begins_at = self._unwatched.add(watch)
                 try:
                     if plain_request(message) and _accepts(scope)[0]:
-                        await self._inline.serve(message, self._lifespan_state, scope, receive, send)
+                        # The body stays readable to whoever is handed the request, as in the SDK's entry.
+                        replayed = _replaying(received, receive)
+                        await self._inline.serve(message, self._lifespan_state, scope, replayed, send)
                     else:
                         await super()._handle_request(scope, _replaying(received, receive), send)
                 finally:

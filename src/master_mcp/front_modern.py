@@ -118,7 +118,9 @@ class InlineModern:
     ) -> InboundLadderRejection | None:
         """A `tools/call`'s `Mcp-Param-*` headers against the called tool's schema, as the SDK's entry checks
         them: only when there are arguments or such headers, and never failing the call when no schema is
-        known. `headers` as they came, as a header sent twice fails the check."""
+        known. `headers` as they came, as a header sent twice fails the check. The master's server always has the
+        catalog's look-up (which cannot fail), so there is no `tools/list` to fall back on as the SDK's entry
+        does for a server without one."""
         lookup = self._app.get_tool_input_schema
         name = params.get("name")
         arguments = params.get("arguments")

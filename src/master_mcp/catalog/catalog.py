@@ -196,7 +196,9 @@ class Catalog:
         ]
         self._tools, self._tool_routes = self._name_items("tool", tool_pairs)
         self._header_schemas = {
-            t["name"]: t["inputSchema"] for t in self._tools if _declares_headers(t.get("inputSchema"))
+            t["name"]: schema
+            for t in self._tools
+            if isinstance(schema := t.get("inputSchema"), dict) and _declares_headers(schema)
         }
         self._tool_idempotent = {t["name"]: _idempotent_hint(t) for t in self._tools}
 
