@@ -2,11 +2,11 @@
 
 The SDK's entry (`handle_modern_request`) reads the body again and parses it a second time after the front has
 parsed it to choose the response mode, validates the envelope into a model, and builds the reply through two
-models and `json.dumps`: about a sixth of the master's CPU on a 2026-07-28 call with a stdio backend. Here the
-parsed body is served as it is: the same checks in the same order, each the SDK's own function (Host, Origin and
-Content-Type; a routing header sent twice; the envelope and header ladder; `Mcp-Param-*` headers against the
-called tool's schema), the request served by the SDK's `serve_one` as the SDK's entry serves it, and the reply's
-bytes written once.
+models and `json.dumps` (with a stdio backend the master's CPU per 2026-07-28 call went 2.53 -> 2.30 ms without
+it: docs/benchmarks.md, change 28). Here the parsed body is served as it is: the same checks in the same order,
+each the SDK's own function (Host, Origin and Content-Type; a routing header sent twice; the envelope and header
+ladder; `Mcp-Param-*` headers against the called tool's schema), the request served by the SDK's `serve_one` as
+the SDK's entry serves it, and the reply's bytes written once.
 
 Only a body that is plainly one request comes here (see `plain_request`); anything else, and anything that may
 bring more than its answer back, goes the SDK's way (`front_http.AdaptiveSessionManager`).
