@@ -14,35 +14,31 @@ bring more than its answer back, goes the SDK's way (`front_http.AdaptiveSession
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 import pydantic_core
-from mcp.server._streamable_http_modern import _SingleExchangeDispatchContext
+from mcp.server._streamable_http_modern import _mcp_param_rejection, _SingleExchangeDispatchContext
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import modern_error_data, serve_one
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
-    MCP_PARAM_HEADER_PREFIX,
     InboundLadderRejection,
     InboundModernRoute,
     classify_inbound_request,
     find_duplicated_routing_header,
-    validate_mcp_param_headers,
 )
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import HEADER_MISMATCH, ErrorData
+from mcp_types import HEADER_MISMATCH, ErrorData, JSONRPCRequest
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 # Methods whose answer is always a stream (a listen is one), never a JSON body.
 _STREAMED: Final = frozenset({"subscriptions/listen"})
-_PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
 _JSON_HEADERS: Final = (b"content-type", b"application/json")
 
 
@@ -76,7 +72,11 @@ class InlineModern:
         method: str = message["method"]
         params: dict[str, Any] | None = message.get("params")
         headers = request.headers
-        verdict = self._verdict(message, method, params, headers)
+        verdict = _verdict(message, headers)
+        if not isinstance(verdict, InboundLadderRejection):
+            # The SDK's own check of `Mcp-Param-*` headers, which reads only these fields of the request.
+            envelope = JSONRPCRequest.model_construct(jsonrpc="2.0", id=request_id, method=method, params=params)
+            verdict = await _mcp_param_rejection(self._app, request, envelope, verdict, lifespan_state) or verdict
         if isinstance(verdict, InboundLadderRejection):
             error = ErrorData(code=verdict.code, message=verdict.message, data=verdict.data)
             await _reply(send, request_id, error=error)
@@ -99,41 +99,15 @@ class InlineModern:
             return
         await _reply(send, request_id, result=result)
 
-    def _verdict(
-        self, message: dict[str, Any], method: str, params: dict[str, Any] | None, headers: Headers
-    ) -> InboundModernRoute | InboundLadderRejection:
-        pairs = headers.items()
-        duplicated = find_duplicated_routing_header(pairs)
-        if duplicated is not None:
-            return InboundLadderRejection(code=HEADER_MISMATCH, message=f"{duplicated} header appears more than once")
-        # The first value of each header, as `dict(headers)` reads them, without a look-up per name.
-        first = dict(reversed(pairs))
-        verdict = classify_inbound_request(message, headers=first)
-        if isinstance(verdict, InboundLadderRejection):
-            return verdict
-        return self._param_rejection(method, params or {}, first, headers) or verdict
 
-    def _param_rejection(
-        self, method: str, params: dict[str, Any], first: dict[str, str], headers: Headers
-    ) -> InboundLadderRejection | None:
-        """A `tools/call`'s `Mcp-Param-*` headers against the called tool's schema, as the SDK's entry checks
-        them: only when there are arguments or such headers, and never failing the call when no schema is
-        known. `headers` as they came, as a header sent twice fails the check. The master's server always has the
-        catalog's look-up (which cannot fail), so there is no `tools/list` to fall back on as the SDK's entry
-        does for a server without one."""
-        lookup = self._app.get_tool_input_schema
-        name = params.get("name")
-        arguments = params.get("arguments")
-        if method != "tools/call" or lookup is None or not isinstance(name, str):
-            return None
-        if arguments is None:
-            arguments = {}
-        elif not isinstance(arguments, Mapping):
-            return None
-        if not arguments and not any(header.startswith(_PARAM_PREFIX) for header in first):
-            return None
-        schema = lookup(name)
-        return None if schema is None else validate_mcp_param_headers(schema, arguments, headers)
+def _verdict(message: dict[str, Any], headers: Headers) -> InboundModernRoute | InboundLadderRejection:
+    """The envelope and routing-header rungs, as the SDK's entry runs them."""
+    pairs = headers.items()
+    duplicated = find_duplicated_routing_header(pairs)
+    if duplicated is not None:
+        return InboundLadderRejection(code=HEADER_MISMATCH, message=f"{duplicated} header appears more than once")
+    # The first value of each header, as `dict(headers)` reads them, without a look-up per name.
+    return classify_inbound_request(message, headers=dict(reversed(pairs)))
 
 
 async def _reply(send: Send, request_id: Any, *, result: Any = None, error: ErrorData | None = None) -> None:
