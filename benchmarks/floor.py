@@ -2,6 +2,7 @@
 
     python benchmarks/floor.py --port P --kind sdk [--backend-era auto] (URL | COMMAND ARG...)
     python benchmarks/floor.py --port P --kind bytes URL
+    python benchmarks/floor.py --port P --kind lines COMMAND ARG...
 
 `sdk`: a gateway that does nothing but forward `tools/list` and `tools/call` to one backend, built from the SDK
 pieces any SDK-based gateway needs at the least: the low-level `Server` behind the SDK's streamable-HTTP session
@@ -15,6 +16,11 @@ yet): what an era-matched lane could reach at best. That hop goes over the maste
 
 `bytes`: a TCP relay that copies bytes between the client and an HTTP backend without reading them (no MCP, no
 HTTP parsing): what one more process on the path costs by itself.
+
+`lines`: its counterpart for a stdio backend. An HTTP/1.1 server that writes each POST body as a line to one child
+process, and answers with the child's next line that carries an id (202 for a body without one): the HTTP framing
+it cannot do without, no JSON parsing, no MCP. One exchange at a time, which is all scenario 1's single session asks
+for. What any gateway between an HTTP client and a stdio backend spends at the least.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Final, get_args
 from urllib.parse import urlsplit
 
 import mcp_types as types
@@ -144,16 +150,65 @@ async def serve_bytes(port: int, url: str) -> None:
         await server.serve_forever()
 
 
+_NOT_ALLOWED: Final = b"HTTP/1.1 405 Method Not Allowed\r\nallow: POST\r\ncontent-length: 0\r\n\r\n"
+_ACCEPTED: Final = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+_ANSWER: Final = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+
+
+async def serve_lines(port: int, command: list[str]) -> None:
+    child = await asyncio.create_subprocess_exec(
+        *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=MAX_MESSAGE_BYTES
+    )
+    assert child.stdin is not None and child.stdout is not None
+    to_child, from_child = child.stdin, child.stdout
+    turn = asyncio.Lock()
+
+    async def exchange(body: bytes) -> bytes | None:
+        async with turn:
+            to_child.write(body + b"\n")
+            if b'"id"' not in body:  # a notification: nothing comes back
+                return None
+            while b'"id"' not in (line := await from_child.readline()):
+                if not line:
+                    raise ConnectionError("the backend closed its stdout")
+            return line.rstrip(b"\n")
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                if not lines[0].startswith(b"POST "):
+                    writer.write(_NOT_ALLOWED)
+                elif (answer := await exchange(body)) is None:
+                    writer.write(_ACCEPTED)
+                else:
+                    writer.write(_ANSWER % len(answer) + answer)
+        writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--kind", choices=("sdk", "bytes"), required=True)
+    parser.add_argument("--kind", choices=("sdk", "bytes", "lines"), required=True)
     parser.add_argument("--backend-era", choices=("handshake", "auto"), default="handshake")
     parser.add_argument("target", nargs="+")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.kind == "sdk":
         asyncio.run(serve_sdk(args.port, args.target, args.backend_era))
+    elif args.kind == "lines":
+        asyncio.run(serve_lines(args.port, args.target))
     else:
         asyncio.run(serve_bytes(args.port, args.target[0]))
 

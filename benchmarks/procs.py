@@ -194,7 +194,7 @@ def mcp_proxy(target: list[str]) -> Iterator[Running]:
 @contextmanager
 def floor(kind: str, target: list[str]) -> Iterator[Running]:
     """benchmarks/floor.py: the least an SDK gateway (`sdk`, `sdk-auto`: its backend hop negotiates the era) or one
-    more process (`bytes`) costs."""
+    more process (`bytes` before an HTTP backend, `lines` before a stdio one) costs."""
     port = free_port()
     era = ["--backend-era", "auto"] if kind == "sdk-auto" else []
     command = [sys.executable, FLOOR, "--port", str(port), "--kind", kind.removesuffix("-auto"), *era, "--", *target]

@@ -101,12 +101,15 @@ def _brief(row: Row) -> str:
 # ---- 1 and 7: sequential calls on one session ----------------------------------------------------------------------
 
 ERAS = {LEGACY: "handshake era", MODERN: "2026-07-28"}
-# benchmarks/floor.py: the least a gateway built on this SDK costs, and the least one more process on the path costs.
+# benchmarks/floor.py: the least a gateway built on this SDK costs, and the least one more process on the path costs
+# (a byte relay in front of an HTTP backend, a line relay in front of a stdio one).
 FLOORS = (
     ("sdk", "floor: bare SDK gateway"),
     ("sdk-auto", "floor: bare SDK gateway, 2026-07-28 backend hop"),
     ("bytes", "floor: byte relay"),
 )
+HTTP_FLOORS = FLOORS
+STDIO_FLOORS = (*FLOORS[:2], ("lines", "floor: line relay"))
 
 
 async def sequential_calls(s: Settings) -> list[Row]:
@@ -223,7 +226,7 @@ async def _http_http(s: Settings, mode: str, case: str) -> list[Row]:
         if mode == LEGACY:  # what the front's event streams cost: the same master answering POSTs with JSON
             json_front = partial(http_master, s.workdir, [server], "--json-response")
             subjects.append(("master --json-response", partial(_process, json_front), "b__echo"))
-        for kind, name in FLOORS:
+        for kind, name in HTTP_FLOORS:
             subjects.append((name, partial(_process, partial(floor, kind, [backend.url])), "echo"))
         if s.peers:
             for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
@@ -243,7 +246,7 @@ async def _http_stdio(s: Settings, mode: str, case: str) -> list[Row]:
         if mode == LEGACY:
             json_front = partial(http_master, s.workdir, [stdio_server("b")], "--json-response")
             subjects.append(("master --json-response", partial(_process, json_front), "b__echo"))
-        for kind, name in FLOORS[:2]:  # the byte relay needs an HTTP backend
+        for kind, name in STDIO_FLOORS:
             subjects.append((name, partial(_process, partial(floor, kind, backend_command())), "echo"))
         if s.peers:
             subjects.append(("mcp-proxy", partial(_process, partial(mcp_proxy, backend_command())), "echo"))
@@ -280,7 +283,7 @@ async def concurrent_sessions(s: Settings) -> list[Row]:
                 ("direct", partial(_given, backend.url), "echo"),
                 ("master", partial(_process, partial(http_master, s.workdir, [server])), "b__echo"),
             ]
-            for kind, name in FLOORS:
+            for kind, name in HTTP_FLOORS:
                 subjects.append((name, partial(_process, partial(floor, kind, [backend.url])), "echo"))
             if s.peers:
                 for shared, name in ((False, "FastMCP proxy (default)"), (True, "FastMCP proxy (shared session)")):
