@@ -19,8 +19,10 @@ HTTP parsing): what one more process on the path costs by itself.
 
 `lines`: its counterpart for a stdio backend. An HTTP/1.1 server that writes each POST body as a line to one child
 process, and answers with the child's next line that carries an id (202 for a body without one): the HTTP framing
-it cannot do without, no JSON parsing, no MCP. One exchange at a time, which is all scenario 1's single session asks
-for. What any gateway between an HTTP client and a stdio backend spends at the least.
+it cannot do without (bodies framed by Content-Length), no JSON parsing (the bytes `"id"` tell a request from a
+notification, and an answer from anything else the child writes), no MCP. One exchange at a time, which is all
+scenario 1's single session asks for, with the SDK client's compact JSON. What any gateway between an HTTP client
+and a stdio backend spends at the least.
 """
 
 from __future__ import annotations
