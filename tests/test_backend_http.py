@@ -849,6 +849,20 @@ async def test_an_sse_backend_that_forgets_the_session_ends_it() -> None:
     assert len(posted) == 1
 
 
+async def test_an_sse_backend_that_fails_a_post_fails_that_request_only() -> None:
+    # A 5xx to a POST is the backend failing that message, not forgetting the session (that is a 404, above): the
+    # request is answered with an error naming the status, and the session goes on taking requests.
+    posted: list[tuple[str, bytes]] = []
+    async with scripted(_sse_backend(b"/messages/?session_id=abc", "503 Service Unavailable", posted)) as port:
+        server = make_config({"id": "old", "type": "sse", "url": f"http://127.0.0.1:{port}/sse"}).servers[0]
+        async with open_transport(server, Path(".")) as (read, write), ClientSession(read, write) as session:
+            for attempt in (session.initialize, session.send_ping):
+                with anyio.fail_after(10), pytest.raises(MCPError) as refused:
+                    await attempt()
+                assert "the backend refused the message: HTTP 503" in refused.value.error.message
+    assert [path for path, _ in posted] == ["/messages/?session_id=abc"] * 2
+
+
 async def test_an_sse_session_opens_with_credentials_that_read_response_bodies(tmp_path: Path) -> None:
     """A credential flow that reads response bodies (as the SDK's OAuth provider does) is never handed an event
     stream to read to its end: the session's stream never ends."""
