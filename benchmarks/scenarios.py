@@ -103,13 +103,12 @@ def _brief(row: Row) -> str:
 ERAS = {LEGACY: "handshake era", MODERN: "2026-07-28"}
 # benchmarks/floor.py: the least a gateway built on this SDK costs, and the least one more process on the path costs
 # (a byte relay in front of an HTTP backend, a line relay in front of a stdio one).
-FLOORS = (
+SDK_FLOORS = (
     ("sdk", "floor: bare SDK gateway"),
     ("sdk-auto", "floor: bare SDK gateway, 2026-07-28 backend hop"),
-    ("bytes", "floor: byte relay"),
 )
-HTTP_FLOORS = FLOORS
-STDIO_FLOORS = (*FLOORS[:2], ("lines", "floor: line relay"))
+HTTP_FLOORS = (*SDK_FLOORS, ("bytes", "floor: byte relay"))
+STDIO_FLOORS = (*SDK_FLOORS, ("lines", "floor: line relay"))
 
 
 async def sequential_calls(s: Settings) -> list[Row]:
@@ -297,7 +296,7 @@ async def concurrent_sessions(s: Settings) -> list[Row]:
             subjects = [
                 ("direct", partial(_given, backend.url), "echo"),
                 ("master", partial(_process, partial(http_master, s.workdir, [stdio_server("b")])), "b__echo"),
-                (FLOORS[0][1], partial(_process, partial(floor, "sdk", backend_command())), "echo"),
+                (SDK_FLOORS[0][1], partial(_process, partial(floor, "sdk", backend_command())), "echo"),
             ]
             if s.peers:
                 subjects.append(("mcp-proxy", partial(_process, partial(mcp_proxy, backend_command())), "echo"))
